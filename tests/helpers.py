@@ -1,0 +1,65 @@
+"""A tiny, real detector for exercising the runner without training a network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from bench.errors import ConfigError
+from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.registry import MethodEntry, register_method
+
+
+@dataclass
+class MeanDiffParams:
+    image_size: int = 32
+    reduce: Literal["max", "mean"] = "max"
+    fail: bool = False
+    scale: float = 1.0
+    channels: tuple[int, ...] = (1, 2)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 4:
+            raise ConfigError(f"meandiff.image_size must be >= 4, got {self.image_size}")
+
+
+class MeanDiff:
+    """Distance of each pixel to the per-pixel mean of the training images."""
+
+    name = "meandiff"
+
+    def __init__(self, params: MeanDiffParams) -> None:
+        self.params = params
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec((self.params.image_size, self.params.image_size), grayscale=True)
+
+    def fit(self, train: ImageSet, ctx: RunContext) -> MeanDiff:
+        if self.params.fail:
+            raise RuntimeError("asked to fail")
+        self.mean_ = train.images.mean(0, keepdim=True)
+        self.std_ = train.images.std(0, keepdim=True) + 1e-3
+        # A little seeded noise so that seeds matter, as they do for real methods.
+        self.jitter_ = torch.rand(1, generator=ctx.generator()).item() * 1e-3
+        return self
+
+    def predict(self, test: ImageSet) -> Prediction:
+        maps = ((test.images - self.mean_).abs() / self.std_).mean(1) * self.params.scale
+        flat = maps.flatten(1)
+        scores = (flat.amax(1) if self.params.reduce == "max" else flat.mean(1)) + self.jitter_
+        return Prediction(scores=scores, decisions=(scores > scores.median()).long(), maps=maps)
+
+
+def register_meandiff() -> None:
+    register_method(
+        MethodEntry(
+            name="meandiff",
+            params_cls=MeanDiffParams,
+            build=MeanDiff,
+            summary="test-only: per-pixel z-score against the training mean",
+            presets={"quick": {"image_size": 24}},
+        )
+    )
