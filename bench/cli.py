@@ -65,7 +65,9 @@ def run(
         Path("results/runs"), "--results-dir", help="Where run folders are written."
     ),
     run_id: str | None = typer.Option(
-        None, "--run-id", help="Run folder name (default: derived from the config, so reruns resume)."
+        None,
+        "--run-id",
+        help="Run folder name (default: derived from the config, so reruns resume).",
     ),
     force: bool = typer.Option(False, "--force", help="Recompute jobs that already finished."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
@@ -145,8 +147,10 @@ def run(
     console.print(f"results: {outcome.run_dir}{note}")
     if outcome.failed:
         for rec in outcome.failed:
-            err_console.print(f"failed: {rec.get('method')} on {rec.get('dataset')} seed "
-                              f"{rec.get('seed')}: {rec.get('error')}")
+            err_console.print(
+                f"failed: {rec.get('method')} on {rec.get('dataset')} seed "
+                f"{rec.get('seed')}: {rec.get('error')}"
+            )
         raise typer.Exit(1)
 
 
@@ -158,8 +162,18 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def summary_table(records: list[dict[str, Any]]) -> Table:
     table = Table(title="radar-bench results")
-    for col in ("method", "dataset", "seed", "preset", "F1", "AUROC", "pixel AUROC",
-                "fit s", "ms/image", "status"):
+    for col in (
+        "method",
+        "dataset",
+        "seed",
+        "preset",
+        "F1",
+        "AUROC",
+        "pixel AUROC",
+        "fit s",
+        "ms/image",
+        "status",
+    ):
         table.add_column(col, justify="right" if col not in ("method", "dataset") else "left")
     for rec in records:
         metrics = rec.get("metrics") or {}

@@ -160,7 +160,9 @@ def expand_jobs(cfg: RunConfig, device: torch.device) -> list[JobSpec]:
     }
     root = None if cfg.data_root is None else str(Path(cfg.data_root).resolve())
     return [
-        JobSpec(m, params[m], preset, d, s, device.type, None if d.startswith("synthetic") else root)
+        JobSpec(
+            m, params[m], preset, d, s, device.type, None if d.startswith("synthetic") else root
+        )
         for d in cfg.datasets
         for m in cfg.methods
         for s in cfg.seeds

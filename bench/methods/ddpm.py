@@ -1,0 +1,124 @@
+"""The DDPM core shared by RADAR and the diffusion-reconstruction baselines.
+
+A denoising diffusion probabilistic model (Ho et al., 2020) corrupts a clean image ``x0`` in
+``T`` steps; with ``abar_t`` the cumulative product of ``alpha_s = 1 - beta_s`` up to ``t``, the
+forward process has the closed form
+
+    x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps,        eps ~ N(0, I)
+
+and a U-Net ``eps_theta(x_t, t)`` is trained to predict ``eps`` (the L2 "simple" loss). Inverting
+the closed form with the predicted noise gives the one-step estimate of the clean image
+
+    x0_hat = (x_t - sqrt(1 - abar_t) * eps_hat) / sqrt(abar_t).
+
+The network and the schedules are diffusers' (``UNet2DModel``, ``DDPMScheduler``); this module only
+fixes the architecture family the suite uses and writes the two formulas once.
+
+>>> import torch
+>>> scheduler = make_scheduler(num_train_timesteps=1000)
+>>> x0, eps, t = torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+>>> x_t = add_noise(scheduler, x0, eps, t)
+>>> torch.allclose(x0_from_eps(scheduler, x_t, eps, t), x0, atol=1e-4)
+True
+>>> unet = build_unet(28, 1, block_out_channels=(16, 32, 32), norm_num_groups=8)
+>>> unet(torch.randn(2, 1, 28, 28), t).sample.shape
+torch.Size([2, 1, 28, 28])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from torch import Tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+
+
+def build_unet(
+    sample_size: int,
+    in_channels: int,
+    block_out_channels: tuple[int, ...] = (32, 64, 64),
+    layers_per_block: int = 2,
+    norm_num_groups: int = 32,
+    attention: bool = True,
+) -> UNet2DModel:
+    """A noise-prediction U-Net with self-attention at the lowest resolution only.
+
+    The lowest-resolution down block and its mirror up block are the attention variants; the
+    diffusers mid block (also at that resolution) keeps its attention layer. With
+    ``attention=False`` every block, the mid block included, is purely convolutional. Each block
+    but the last halves the resolution, so ``sample_size`` must be divisible by
+    ``2 ** (len(block_out_channels) - 1)``.
+    """
+    n = len(block_out_channels)
+    lowest_down, lowest_up = (
+        ("AttnDownBlock2D", "AttnUpBlock2D") if attention else ("DownBlock2D", "UpBlock2D")
+    )
+    down = ("DownBlock2D",) * (n - 1) + (lowest_down,)
+    up = (lowest_up,) + ("UpBlock2D",) * (n - 1)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        norm_num_groups=norm_num_groups,
+        down_block_types=down,
+        up_block_types=up,
+        add_attention=attention,
+    )
+
+
+def make_scheduler(
+    num_train_timesteps: int = 1000, beta_schedule: str = "linear", *, clip_sample: bool = True
+) -> DDPMScheduler:
+    """The DDPM noise schedule (linear betas 1e-4..0.02 by default, as in Ho et al.).
+
+    ``clip_sample`` only affects sampling with ``scheduler.step``; the closed-form helpers below
+    never clip.
+    """
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        clip_sample=clip_sample,
+        prediction_type="epsilon",
+    )
+
+
+def alpha_bar(scheduler: DDPMScheduler, t: Tensor | int, like: Tensor) -> Tensor:
+    """``abar_t`` broadcastable against ``like`` (one value per batch element)."""
+    t = torch.as_tensor(t, device=scheduler.alphas_cumprod.device).long().reshape(-1)
+    abar = scheduler.alphas_cumprod[t].to(device=like.device, dtype=like.dtype)
+    return abar.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def add_noise(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+    """The forward process ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (diffusers' own)."""
+    t = torch.as_tensor(t, device=x0.device).long().reshape(-1).expand(x0.shape[0])
+    return scheduler.add_noise(x0, noise, t)
+
+
+def x0_from_eps(
+    scheduler: DDPMScheduler, x_t: Tensor, eps_hat: Tensor, t: Tensor | int
+) -> Tensor:
+    """The clean-image estimate ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``."""
+    abar_t = alpha_bar(scheduler, t, x_t)
+    return (x_t - (1.0 - abar_t).sqrt() * eps_hat) / abar_t.sqrt()
+
+
+def noise_prediction_loss(
+    unet: UNet2DModel, scheduler: DDPMScheduler, x0: Tensor, generator: torch.Generator
+) -> Tensor:
+    """The "simple" DDPM loss ``|| eps - eps_theta(x_t, t) ||^2`` with ``t ~ U{0..T-1}``.
+
+    ``generator`` must live on ``x0``'s device; every draw comes from it so that a training run is
+    a function of its seed.
+    """
+    n = x0.shape[0]
+    t = torch.randint(
+        0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=x0.device
+    )
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    eps_hat = unet(add_noise(scheduler, x0, eps, t), t).sample
+    return F.mse_loss(eps_hat.float(), eps.float())

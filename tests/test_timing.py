@@ -1,0 +1,149 @@
+"""Timing and memory tracking. Bounds are generous: a loaded CI machine must not flake them."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from bench.timing import LatencyStats, PeakMemory, Stopwatch, measure_latency, timed
+
+
+def test_timed_measures_a_sleep() -> None:
+    with timed("cpu") as t:
+        time.sleep(0.05)
+    assert isinstance(t, Stopwatch)
+    assert 0.045 <= t.elapsed < 2.0
+    assert float(t) == t.elapsed
+
+
+def test_measure_latency_counts_and_bounds() -> None:
+    calls = []
+
+    def work() -> None:
+        calls.append(1)
+        time.sleep(0.02)
+
+    stats = measure_latency(work, torch.device("cpu"), repeats=5, warmup=2)
+    assert isinstance(stats, LatencyStats)
+    assert len(calls) == 7  # warm-up calls run, but are not timed
+    assert len(stats.repeats) == 5
+    assert all(19.0 <= ms < 2000.0 for ms in stats.repeats)
+    assert 19.0 <= stats.median_ms <= stats.p95_ms <= max(stats.repeats)
+    assert min(stats.repeats) <= stats.mean_ms <= max(stats.repeats)
+    assert stats.to_json()["repeats"] == stats.repeats
+
+
+def test_measure_latency_rejects_bad_counts() -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(lambda: None, "cpu", repeats=0, warmup=0)
+    with pytest.raises(ValueError, match="warmup"):
+        measure_latency(lambda: None, "cpu", repeats=1, warmup=-1)
+
+
+def test_peak_memory_sees_allocation_inside_block() -> None:
+    with PeakMemory("cpu") as pm:
+        block = np.ones(200 * 2**20, dtype=np.uint8)  # 200 MB, touched page by page
+        time.sleep(0.1)
+        del block
+    assert pm.kind == "cpu_rss"
+    assert pm.peak_mb - pm.baseline_mb > 150
+
+
+def test_peak_memory_sampler_catches_freed_spike() -> None:
+    # The spike is gone before the block ends, so only the sampler thread can have seen it.
+    with PeakMemory("cpu", interval_s=0.01) as pm:
+        spike = np.ones(200 * 2**20, dtype=np.uint8)
+        time.sleep(0.2)
+        del spike
+        gc.collect()
+    assert pm.peak_mb - pm.baseline_mb > 150
+
+
+def test_peak_memory_ignores_allocation_freed_before_block() -> None:
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    before = np.ones(300 * 2**20, dtype=np.uint8)
+    del before
+    gc.collect()
+    with PeakMemory("cpu") as pm:
+        time.sleep(0.05)
+    assert pm.peak_mb - pm.baseline_mb < 100
+    assert pm.peak_mb < rss_mb + 100  # unlike ru_maxrss, which would still say +300 MB
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_cuda() -> None:
+    with PeakMemory("cuda") as pm:
+        x = torch.ones(64 * 2**20, device="cuda", dtype=torch.uint8)
+        del x
+    assert pm.kind == "cuda_allocated"
+    assert pm.peak_mb >= 64
+    stats = measure_latency(lambda: torch.ones(1000, 1000, device="cuda").sum(), "cuda", 3, 1)
+    assert len(stats.repeats) == 3
+
+
+# --- provenance (kept here: it is what gets stored beside every timing) ---
+
+
+def test_environment_is_complete_and_json_able(tmp_path) -> None:
+    import json
+
+    from bench.provenance import environment
+
+    env = environment(repo=tmp_path)
+    json.dumps(env)
+    assert set(env["packages"]) >= {"bench", "torch", "anomalib", "scikit-learn", "numpy"}
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert env["torch_threads"] == torch.get_num_threads()
+    assert set(env["torch_flags"]) >= {
+        "cudnn_deterministic",
+        "cudnn_benchmark",
+        "cuda_matmul_allow_tf32",
+        "cudnn_allow_tf32",
+        "deterministic_algorithms",
+    }
+    assert env["machine"]["cpu_count"] >= 1 and env["machine"]["cpu_model"]
+    assert env["git_commit"] is None  # tmp_path is no checkout
+    import socket
+
+    assert socket.gethostname() not in json.dumps(env)
+
+
+def test_missing_package_is_absent(monkeypatch) -> None:
+    from bench import provenance
+
+    monkeypatch.setitem(provenance.PACKAGES, "nonexistent", "surely-not-installed-pkg")
+    assert provenance.package_versions()["nonexistent"] == "absent"
+
+
+def test_git_commit_never_raises(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from bench import provenance
+
+    assert provenance.git_commit(tmp_path) is None
+    assert provenance.git_commit(tmp_path / "missing") is None
+
+    def fake_run(args, **kwargs):
+        out = "abc1234\n" if "rev-parse" in args else " M bench/x.py\n"
+        return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(provenance.subprocess, "run", fake_run)
+    assert provenance.git_commit(tmp_path) == "abc1234-dirty"
+
+    def timeout(args, **kwargs):
+        raise subprocess.TimeoutExpired(args, 10)
+
+    monkeypatch.setattr(provenance.subprocess, "run", timeout)
+    assert provenance.git_commit(tmp_path) is None
+
+
+def test_device_name_cpu() -> None:
+    from bench.provenance import device_name
+
+    name = device_name(torch.device("cpu"))
+    assert name.endswith(f"({torch.get_num_threads()} threads)")
