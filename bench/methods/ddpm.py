@@ -99,26 +99,27 @@ def add_noise(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Tensor | i
     return scheduler.add_noise(x0, noise, t)
 
 
-def x0_from_eps(
-    scheduler: DDPMScheduler, x_t: Tensor, eps_hat: Tensor, t: Tensor | int
-) -> Tensor:
+def x0_from_eps(scheduler: DDPMScheduler, x_t: Tensor, eps_hat: Tensor, t: Tensor | int) -> Tensor:
     """The clean-image estimate ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``."""
     abar_t = alpha_bar(scheduler, t, x_t)
     return (x_t - (1.0 - abar_t).sqrt() * eps_hat) / abar_t.sqrt()
 
 
 def noise_prediction_loss(
-    unet: UNet2DModel, scheduler: DDPMScheduler, x0: Tensor, generator: torch.Generator
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    x0: Tensor,
+    generator: torch.Generator,
+    max_t: int | None = None,
 ) -> Tensor:
-    """The "simple" DDPM loss ``|| eps - eps_theta(x_t, t) ||^2`` with ``t ~ U{0..T-1}``.
+    """The "simple" DDPM loss ``|| eps - eps_theta(x_t, t) ||^2`` with ``t ~ U{0..max_t-1}``.
 
-    ``generator`` must live on ``x0``'s device; every draw comes from it so that a training run is
-    a function of its seed.
+    ``max_t`` defaults to ``T`` (DDPM). ``generator`` must live on ``x0``'s device; every draw
+    comes from it so that a training run is a function of its seed.
     """
     n = x0.shape[0]
-    t = torch.randint(
-        0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=x0.device
-    )
+    high = max_t or scheduler.config.num_train_timesteps
+    t = torch.randint(0, high, (n,), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     eps_hat = unet(add_noise(scheduler, x0, eps, t), t).sample
     return F.mse_loss(eps_hat.float(), eps.float())

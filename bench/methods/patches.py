@@ -60,7 +60,7 @@ def _windows(x: Tensor, patch: int) -> Tensor:
 
 def extract_patches(x: Tensor, patch: int, ys: Tensor, xs: Tensor) -> Tensor:
     """(N, C, H, W) -> (N * len(ys) * len(xs), C, p, p), image-major, then row, then column."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     w = _windows(x, patch)
     w = w.index_select(2, ys.to(x.device)).index_select(3, xs.to(x.device))
     return w.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, patch, patch)
@@ -90,6 +90,8 @@ def fold_patches(patches: Tensor, size: tuple[int, int], ys: Tensor, xs: Tensor)
         ones[:, :, idx] = 1.0
     summed = F.fold(cols, (h, w), p)
     count = F.fold(ones, (h, w), p)
+    if not bool((count > 0).all()):
+        raise ValueError("the patches leave pixels uncovered (a stride larger than the patch?)")
     return summed / count
 
 
@@ -167,9 +169,9 @@ def predict_noise_map(
 
     def forward(batch: Tensor) -> Tensor:
         steps = torch.full((batch.shape[0],), t, device=dev, dtype=torch.long)
-        with torch.autocast(dev.type, dtype=autocast_dtype or torch.float32, enabled=bool(
-            autocast_dtype
-        )):
+        with torch.autocast(
+            dev.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+        ):
             return unet(batch, steps).sample.float()
 
     maps = []

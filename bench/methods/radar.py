@@ -49,6 +49,7 @@ from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
 from bench.errors import ConfigError
+from bench.flops import count_gflops
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
 from bench.methods.ddpm import BETA_SCHEDULES, build_unet, make_scheduler, noise_prediction_loss
 from bench.methods.features import anomaly_map, blur_kernel_size, image_features
@@ -77,6 +78,7 @@ class RadarParams:
     beta_schedule: str = "linear"
     # training
     train_stride: int = 1
+    train_max_t: int = 0  # training steps drawn from 0..train_max_t-1; 0 = all T (the paper)
     train_steps: int = 10_000  # our choice: the paper does not state its step count
     batch_size: int = 512  # our choice: the paper does not state its batch size
     lr: float = 1e-4
@@ -122,6 +124,11 @@ class RadarParams:
         check(self.num_train_timesteps >= 1, "num_train_timesteps", ">= 1")
         check(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
         check(self.train_stride >= 1, "train_stride", ">= 1")
+        check(
+            0 <= self.train_max_t <= self.num_train_timesteps,
+            "train_max_t",
+            f"in 0..num_train_timesteps ({self.num_train_timesteps}); 0 means all",
+        )
         check(self.train_steps >= 1, "train_steps", ">= 1")
         check(self.batch_size >= 1, "batch_size", ">= 1")
         check(self.lr > 0, "lr", "> 0")
@@ -132,7 +139,11 @@ class RadarParams:
             "t",
             f"in 0..num_train_timesteps-1 (0..{self.num_train_timesteps - 1})",
         )
-        check(self.infer_stride >= 1, "infer_stride", ">= 1")
+        check(
+            1 <= self.infer_stride <= self.patch_size,
+            "infer_stride",
+            f"between 1 and patch_size ({self.patch_size}) so that patches cover every pixel",
+        )
         check(self.infer_batch >= 1, "infer_batch", ">= 1")
         check(self.blur_sigma >= 0, "blur_sigma", ">= 0")
         check(
@@ -290,7 +301,7 @@ class Radar:
         for step in range(1, p.train_steps + 1):
             patches = sample_patches(x, p.patch_size, ys, ys, p.batch_size, generator)
             with torch.autocast(dev.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-                loss = noise_prediction_loss(unet, scheduler, patches, generator)
+                loss = noise_prediction_loss(unet, scheduler, patches, generator, p.train_max_t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -303,6 +314,17 @@ class Radar:
                 )
         unet.eval()
         return float(ema.item())
+
+    def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float:
+        """U-Net GFLOPs of one test image: one patch forward times the patches per image.
+
+        ``image_size`` is the evaluation size; RADAR always works at ``image_size`` itself.
+        """
+        p = self.params
+        patch = torch.zeros(1, 1, p.patch_size, p.patch_size, device=self.device_)
+        timestep = torch.tensor([p.t], device=self.device_)
+        per_patch = count_gflops(self.unet_, patch, timestep)
+        return per_patch * len(patch_starts(p.image_size, p.patch_size, p.infer_stride)) ** 2
 
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "scorer_"):
