@@ -33,7 +33,8 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Get or generate datasets.")
 app.add_typer(data_app, name="data")
 
-console = Console()
+# Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -253,7 +254,7 @@ def data_download(
 @data_app.command("synthetic")
 def data_synthetic(
     out: Path = typer.Option(..., "--out", help="Folder to write the MVTec-layout copy into."),
-    texture: str = typer.Option("gravel", "--texture", help="brick, grass or gravel."),
+    texture: str = typer.Option("brick", "--texture", help="brick, grass or gravel."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Write the synthetic set to disk in the MVTec folder layout."""

@@ -427,7 +427,7 @@ def _check_loads_or_data_error(path: Path, target: tuple[int, int], grayscale: b
 def test_make_dataset_specs(tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_DATA", raising=False)
     ds = make_dataset("synthetic", None)
-    assert isinstance(ds, SyntheticDataset) and ds.category == "gravel"
+    assert isinstance(ds, SyntheticDataset) and ds.category == "brick"
     assert make_dataset("synthetic:brick", None).category == "brick"
     assert isinstance(ds, Dataset)
 

@@ -383,7 +383,7 @@ def test_separates_planted_defects_on_the_synthetic_set() -> None:
 
     params = RadarParams(**E2E)
     spec = Radar(params).input_spec
-    data = SyntheticDataset("gravel", n_train=40, n_test_good=20, n_test_anomalous=20)
+    data = SyntheticDataset("brick", n_train=40, n_test_good=20, n_test_anomalous=20)
     train, test = data.load("train", spec, 0), data.load("test", spec, 0)
     pred = Radar(params).fit(train, ctx(0)).predict(test)
     image_auroc = roc_auc_score(test.labels.numpy(), pred.scores.numpy())

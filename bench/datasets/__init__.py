@@ -30,8 +30,8 @@ __all__ = [
 ]
 
 DATASET_FAMILIES: dict[str, str] = {
-    "synthetic": "synthetic[:brick|grass|gravel]: real skimage texture photos with planted "
-    "scratches, blobs, holes and texture swaps, exact masks; no download, seeded",
+    "synthetic": "synthetic[:brick|grass|gravel] (default brick): real skimage texture photos "
+    "with planted scratches, blobs, holes and texture swaps, exact masks; no download, seeded",
     "mvtec": "mvtec:<category>: MVTec AD layout under --data-root/<category> "
     "(train/good, test/<type>, ground_truth/<type>/<stem>_mask.*)",
     "prints3d": "prints3d[:<name>]: MVTec layout with masks optional, at --data-root "
@@ -83,7 +83,7 @@ def make_dataset(spec: str, data_root: Path | str | None = None) -> Dataset:
         raise ConfigError(f"dataset '{text}': nothing after ':'; expected e.g. {family}:<name>")
 
     if family == "synthetic":
-        texture = arg or "gravel"
+        texture = arg or "brick"
         if texture not in TEXTURES:
             raise unknown_name("synthetic texture", texture, TEXTURES)
         return SyntheticDataset(texture)

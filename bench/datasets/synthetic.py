@@ -239,7 +239,7 @@ class SyntheticDataset:
 
     def __init__(
         self,
-        texture: str = "gravel",
+        texture: str = "brick",
         n_train: int = 60,
         n_test_good: int = 20,
         n_test_anomalous: int = 40,
