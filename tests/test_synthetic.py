@@ -31,7 +31,7 @@ def small(texture_name: str = "gravel", **kw) -> SyntheticDataset:
 
 def test_default_set_counts_names_range_and_speed():
     ds = SyntheticDataset()
-    assert (ds.family, ds.category, ds.has_masks) == ("synthetic", "gravel", True)
+    assert (ds.family, ds.category, ds.has_masks) == ("synthetic", "brick", True)
     start = time.perf_counter()
     train = ds.load("train", SPEC, seed=0)
     test = ds.load("test", SPEC, seed=0)
