@@ -166,6 +166,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "batch_size": 64,
         "lr": 1e-3,
         "infer_stride": 6,
+        "infer_batch": 256,
         "scorer_images": 30,
     },
 }
