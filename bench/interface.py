@@ -99,6 +99,8 @@ class RunContext:
     device: torch.device
     work_dir: Path
     precision: str = "fp32"
+    # Shared by all jobs of a run: trained weights a later job may reuse (ablations over t/scorer).
+    cache_dir: Path | None = None
     progress: Callable[[str, float], None] = field(default=lambda message, fraction: None)
 
     def generator(self, offset: int = 0) -> torch.Generator:

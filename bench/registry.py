@@ -9,6 +9,7 @@ so an override means the same thing everywhere.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -38,23 +39,19 @@ def register_method(entry: MethodEntry) -> None:
     _METHODS[entry.name] = entry
 
 
+# Each module defines ``method_entries() -> list[MethodEntry]``; add new method modules here.
+BUILTIN_MODULES: tuple[str, ...] = ("bench.methods.radar",)
+
+
 def _load_builtins() -> None:
     # Imported lazily: method modules pull in diffusers/anomalib, which take seconds to import.
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    from bench.methods import radar
-
-    register_method(
-        MethodEntry(
-            name="radar",
-            params_cls=radar.RadarParams,
-            build=radar.Radar,
-            summary="RADAR: single-step DDPM noise prediction on patches, "
-            "blur/Sobel features, IsolationForest",
-            presets=radar.PRESETS,
-        )
-    )
+    for module_name in BUILTIN_MODULES:
+        module = importlib.import_module(module_name)
+        for entry in module.method_entries():
+            register_method(entry)
     _BUILTINS_LOADED = True
 
 

@@ -105,6 +105,7 @@ def run_job(
             seed=spec.seed,
             device=device,
             work_dir=store.run_dir / "work" / spec.job_id,
+            cache_dir=store.run_dir / "cache",
             progress=progress,
         )
         progress("loading data", 0.0)
@@ -145,6 +146,8 @@ def run_job(
         gflops = getattr(detector, "gflops_per_image", None)
         record["gflops_per_image"] = gflops(test.image_size) if callable(gflops) else None
         record["fit_info"] = getattr(detector, "fit_info_", {})
+        # How inference is done and what it costs besides time (e.g. U-Net evaluations/image).
+        record["inference"] = dict(getattr(detector, "inference_info", {}) or {})
         record["flags"] = job_flags(spec, detector)
         store.write_scores(spec.job_id, scores_frame(test, pred))
         record["status"] = "ok"

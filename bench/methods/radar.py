@@ -55,6 +55,7 @@ from bench.methods.ddpm import BETA_SCHEDULES, build_unet, make_scheduler, noise
 from bench.methods.features import anomaly_map, blur_kernel_size, image_features
 from bench.methods.patches import patch_starts, predict_noise_map, sample_patches
 from bench.methods.scoring import IsolationForestScorer
+from bench.registry import MethodEntry
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,12 @@ class Radar:
         unet.eval()
         return float(ema.item())
 
+    @property
+    def inference_info(self) -> dict[str, object]:
+        p = self.params
+        n = len(patch_starts(p.image_size, p.patch_size, p.infer_stride)) ** 2
+        return {"mode": "patches", "unet_forward_passes": 1, "patches_per_image": n, "t": p.t}
+
     def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float:
         """U-Net GFLOPs of one test image: one patch forward times the patches per image.
 
@@ -338,3 +345,16 @@ class Radar:
             decisions=self.scorer_.decide(features),
             maps=maps[:, 0].float().cpu(),
         )
+
+
+def method_entries() -> list[MethodEntry]:
+    return [
+        MethodEntry(
+            name="radar",
+            params_cls=RadarParams,
+            build=Radar,
+            summary="RADAR: single-step DDPM noise prediction on patches, "
+            "blur/Sobel features, IsolationForest",
+            presets=PRESETS,
+        )
+    ]
