@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -36,6 +39,8 @@ app.add_typer(data_app, name="data")
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+#: ``bench --debug``: tracebacks instead of one-line errors (set by :func:`main`).
+_DEBUG = False
 
 
 def _data_root(value: Path | None) -> Path | None:
@@ -70,10 +75,32 @@ def run(
         "--run-id",
         help="Run folder name (default: derived from the config, so reruns resume).",
     ),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="Label of the run (bench history, bench compare NAME); the default run folder "
+        "becomes <name>-<config hash>.",
+    ),
     force: bool = typer.Option(False, "--force", help="Recompute jobs that already finished."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per job."),
     timing_repeats: int = typer.Option(5, "--timing-repeats", help="Timed latency repeats."),
+    threshold: str = typer.Option(
+        "calibrated",
+        "--threshold",
+        help="Rule for accuracy/precision/recall/F1: calibrated (on held-out normal training "
+        "images) | own (the method's decision) | oracle (best F1 on the test set). All three "
+        "are stored in every record.",
+    ),
+    calibration_fraction: float = typer.Option(
+        0.1,
+        "--calibration-fraction",
+        help="Share of the normal training images held out of fit (all methods alike) to "
+        "calibrate the threshold; at least 5 images; 0 = no hold-out.",
+    ),
+    target_fpr: float = typer.Option(
+        0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
+    ),
 ) -> None:
     """Run methods x datasets x seeds; one record per job; finished jobs are skipped."""
     from bench import runner
@@ -88,6 +115,9 @@ def run(
         sets=registry.parse_sets(sets, method_list),
         data_root=_data_root(data_root),
         timing_repeats=timing_repeats,
+        threshold=threshold,
+        calibration_fraction=calibration_fraction,
+        target_fpr=target_fpr,
     )
     if threads is not None:
         if threads < 1:
@@ -124,7 +154,9 @@ def run(
         def on_job_end(record: dict[str, Any] | None) -> None:
             bar.advance(overall)
             if record is not None and record.get("status") != "ok":
-                bar.console.print(f"[red]failed[/red] {record['job_id']}: {record['error']}")
+                # escape: an error message may contain "[...]", which rich would parse as markup
+                error = escape(str(record["error"]))
+                bar.console.print(f"[red]failed[/red] {record['job_id']}: {error}")
 
         try:
             outcome = runner.run(
@@ -135,6 +167,7 @@ def run(
                 fail_fast=fail_fast,
                 on_job_start=on_job_start,
                 on_job_end=on_job_end,
+                name=name,
             )
         except KeyboardInterrupt:
             err_console.print(
@@ -148,10 +181,114 @@ def run(
     console.print(f"results: {outcome.run_dir}{note}")
     if outcome.failed:
         for rec in outcome.failed:
+            # One unwrapped line per failure; "error:" where the user can fix it (bad data,
+            # weights missing offline), "failed:" for a crash (traceback in the job record).
+            prefix = "error" if rec.get("error_kind") == "input" else "failed"
             err_console.print(
-                f"failed: {rec.get('method')} on {rec.get('dataset')} seed "
-                f"{rec.get('seed')}: {rec.get('error')}"
+                f"{prefix}: {rec.get('method')} on {rec.get('dataset')} seed "
+                f"{rec.get('seed')}: {rec.get('error')}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
+            if _DEBUG and rec.get("traceback"):
+                err_console.print(rec["traceback"], markup=False, highlight=False, soft_wrap=True)
+        # 2 = bad input, as for errors found before the run starts; 1 = a job crashed.
+        raise typer.Exit(2 if any(r.get("error_kind") == "input" for r in outcome.failed) else 1)
+
+
+@app.command()
+def ablate(
+    method: str = typer.Option("radar", "--method", "-m", help="The one method to ablate."),
+    datasets: str = typer.Option("synthetic", "--datasets", "-d", help="As for bench run."),
+    grid: list[str] = typer.Option(
+        [], "--grid", help="PARAM=V1,V2,... values of one varied parameter (repeatable)."
+    ),
+    one_at_a_time: bool = typer.Option(
+        False, "--one-at-a-time", help="Vary one parameter at a time around the base config."
+    ),
+    seeds: str = typer.Option("0", "--seeds", help="Seeds: 0,1,2 or 0-4."),
+    preset: str = typer.Option("auto", "--preset", help="paper | quick | auto."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    sets: list[str] = typer.Option(
+        [], "--set", help="Base value of a parameter: METHOD.PARAM=VALUE (repeatable)."
+    ),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Datasets folder."),
+    results_dir: Path = typer.Option(Path("results/runs"), "--results-dir"),
+    run_id: str | None = typer.Option(None, "--run-id", help="Run folder name."),
+    force: bool = typer.Option(False, "--force", help="Recompute jobs that already finished."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per job."),
+    timing_repeats: int = typer.Option(5, "--timing-repeats", help="Timed latency repeats."),
+) -> None:
+    """Run one method over a grid of parameter values; a table per varied parameter."""
+    from bench import runner
+    from bench.ablate import ablation_tables, expand_ablation, parse_grid
+
+    axes = parse_grid(grid)
+    cfg = RunConfig(
+        methods=[method],
+        datasets=split_names(datasets, "--datasets"),
+        seeds=parse_seeds(seeds),
+        preset=preset,
+        device=device,
+        sets=registry.parse_sets(sets, [method]),
+        data_root=_data_root(data_root),
+        timing_repeats=timing_repeats,
+    )
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads {threads}: expected a positive integer")
+        cfg.threads = threads
+    if timing_repeats < 1:
+        raise ConfigError(f"--timing-repeats {timing_repeats}: expected a positive integer")
+    plan = expand_ablation(cfg, axes, one_at_a_time)
+    console.print(f"ablation: {len(plan.jobs)} jobs ({plan.mode}) of {method}")
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console,
+    ) as bar:  # fmt: skip
+        overall = bar.add_task("jobs", total=len(plan.jobs))
+
+        def on_job_start(spec: Any, index: int, total: int) -> runner.ProgressFn:
+            label = ", ".join(f"{k}={v}" for k, v in spec.record_extra["varied"].items())
+            bar.update(overall, description=f"{spec.label()} · {label}")
+            return lambda message, fraction: None
+
+        def on_job_end(record: dict[str, Any] | None) -> None:
+            bar.advance(overall)
+            if record is not None and record.get("status") != "ok":
+                error = escape(str(record["error"]))
+                bar.console.print(f"[red]failed[/red] {record['job_id']}: {error}")
+
+        try:
+            outcome = runner.run(
+                cfg,
+                results_dir=results_dir,
+                run_id=run_id or plan.run_id,
+                force=force,
+                fail_fast=fail_fast,
+                on_job_start=on_job_start,
+                on_job_end=on_job_end,
+                job_list=plan.jobs,
+                manifest_extra={"ablation": plan.manifest()},
+            )
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished jobs are saved; rerun to resume")
+            raise typer.Exit(130) from None
+    for table in ablation_tables(outcome.records, plan.manifest()):
+        console.print(table)
+    note = f" ({outcome.skipped} already done, skipped)" if outcome.skipped else ""
+    console.print(f"results: {outcome.run_dir}{note}")
+    for rec in outcome.failed:
+        err_console.print(
+            f"failed: {rec.get('dataset')} seed {rec.get('seed')} {rec.get('varied')}: "
+            f"{rec.get('error')}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if outcome.failed:
         raise typer.Exit(1)
 
 
@@ -161,36 +298,60 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _with_interval(rec: dict[str, Any], name: str) -> str:
+    """``0.912`` and, below it, the record's 95% bootstrap interval ``[0.85, 0.96]``."""
+    value = _fmt((rec.get("metrics") or {}).get(name))
+    interval = (rec.get("metrics_ci") or {}).get(name)
+    if value == "--" or not interval or any(v is None or v != v for v in interval):
+        return value
+    return f"{value}\n[dim][{interval[0]:.2f}, {interval[1]:.2f}][/dim]"
+
+
+_RULE_TITLES = {
+    "calibrated": "calibrated threshold (held-out normal training images)",
+    "own": "each method's own decision",
+    "oracle": "ORACLE threshold (best F1 on the test set: an upper bound)",
+}
+
+
 def summary_table(records: list[dict[str, Any]]) -> Table:
-    table = Table(title="radar-bench results")
-    for col in (
-        "method",
-        "dataset",
-        "seed",
-        "preset",
-        "F1",
-        "AUROC",
-        "pixel AUROC",
-        "fit s",
-        "ms/image",
-        "status",
-    ):
+    rules = sorted({str(r.get("threshold_rule", "own")) for r in records if r.get("metrics")})
+    title = "radar-bench results"
+    if len(rules) == 1:
+        title += f": accuracy, precision, recall, F1 at the {_RULE_TITLES.get(rules[0], rules[0])}"
+    table = Table(
+        title=title,
+        caption="[95% bootstrap interval over the test images, stratified by label]",
+    )
+    columns = ["method", "dataset", "seed", "preset"]
+    if len(rules) > 1:
+        columns.append("threshold")
+    columns += ["accuracy", "precision", "recall", "F1", "AUROC", "pixel AUROC", "fit s"]
+    columns += ["ms/image", "status"]
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("method", "dataset") else "left")
+    if any("weights:random" in (r.get("flags") or []) for r in records):
+        table.caption += "\n† randomly initialised backbone (no pretrained weights here)"
     for rec in records:
         metrics = rec.get("metrics") or {}
         timing = rec.get("timing") or {}
-        table.add_row(
-            rec.get("method", "?"),
+        row = [
+            # † = random-init weights (issue #4): never silently mixed with pretrained ones
+            rec.get("method", "?") + (" †" if "weights:random" in (rec.get("flags") or []) else ""),
             rec.get("dataset", "?"),
             str(rec.get("seed", "?")),
             rec.get("preset", "?"),
-            _fmt(metrics.get("f1")),
-            _fmt(metrics.get("auroc")),
+        ]
+        if len(rules) > 1:
+            row.append(str(rec.get("threshold_rule", "own")))
+        row += [_with_interval(rec, m) for m in ("accuracy", "precision", "recall", "f1", "auroc")]
+        row += [
             _fmt(metrics.get("pixel_auroc")),
             _fmt(timing.get("fit_s"), 1),
             _fmt(timing.get("ms_per_image"), 1),
             "ok" if rec.get("status") == "ok" else "[red]failed[/red]",
-        )
+        ]
+        table.add_row(*row)
     return table
 
 
@@ -231,6 +392,137 @@ def show(path: Path = typer.Argument(..., help="A run folder.")) -> None:
     console.print(summary_table(records))
 
 
+@app.command()
+def report(
+    source: Path = typer.Argument(
+        ..., help="A run id (under --results-dir), a run folder, a folder of runs or records.csv."
+    ),
+    out: Path = typer.Option(Path("reports"), "--out", help="Folder for tables, figures, HTML."),
+    results_dir: Path = typer.Option(
+        Path("results/runs"), "--results-dir", help="Where run ids are looked up."
+    ),
+    digits: int = typer.Option(2, "--digits", help="Decimals of the metrics in the tables."),
+) -> None:
+    """LaTeX/Markdown/CSV tables, figures and index.html from stored records (never reruns)."""
+    from bench.reports.build import write_report
+
+    path = source if source.exists() else results_dir / source
+    if not path.exists():
+        raise ConfigError(f"{source}: neither a results folder/file nor a run id in {results_dir}")
+    if not 0 <= digits <= 6:
+        raise ConfigError(f"--digits {digits}: expected an integer from 0 to 6")
+    result = write_report(path, out, digits)
+    n_figures = len(result.files.get("png", []))
+    console.print(f"report: {result.index} ({len(result.tables)} tables, {n_figures} figures)")
+    for reason in result.skipped:
+        console.print(f"not drawn: {reason}", markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    baseline: str = typer.Argument(
+        ...,
+        help="Baseline: run folder, folder of runs, records.csv, "
+        "job .json, or a run name/id under results/.",
+    ),
+    candidate: str = typer.Argument(..., help="Candidate, same forms as the baseline."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="Tolerances file (bench.toml format; default: ./bench.toml, else the "
+        "tool.bench.compare table of ./pyproject.toml).",
+    ),
+    markdown: Path | None = typer.Option(
+        None, "--markdown", help="Write the report as Markdown here (e.g. $GITHUB_STEP_SUMMARY)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON verdict here."),
+    no_timing_gate: bool = typer.Option(
+        False, "--no-timing-gate", help="Report time and memory changes, never fail on them."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Baseline jobs absent from the candidate: warn, not fail."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="Show every metric, not only changes."),
+    update: bool = typer.Option(
+        False,
+        "--update",
+        help="After comparing, make the candidate the new baseline (exit 0); BASELINE is then "
+        "a folder path, created if absent.",
+    ),
+    results_root: Path = typer.Option(
+        Path("results"), "--results-root", help="Where run names are looked up."
+    ),
+) -> None:
+    """Gate a candidate run against a baseline. Exit 0 pass, 1 regression, 2 bad input."""
+    import dataclasses
+
+    from bench import compare as cmp_mod
+    from bench.history import resolve_run
+    from bench.settings import load_settings
+
+    settings = load_settings(config)
+    if no_timing_gate:
+        settings = dataclasses.replace(settings, gate_timing=False)
+    if allow_missing:
+        settings = dataclasses.replace(settings, missing_jobs="warn")
+    cand_path = resolve_run(candidate, results_root)
+    base_path = Path(baseline)
+    # --update may create the reference, or fill a folder that holds only its definition.
+    first = update and not any(base_path.glob("jobs/*.json")) and not base_path.is_file()
+    if not first:
+        base_path = resolve_run(baseline, results_root)
+        result = cmp_mod.compare_paths(base_path, cand_path, settings)
+        for renderable in cmp_mod.rich_tables(result, everything=show_all):
+            console.print(renderable)
+        cmp_mod.write_reports(result, markdown, json_out)
+        reasons = result.reasons()
+        for reason in reasons[:10]:
+            err_console.print(
+                f"regression: {reason}", markup=False, highlight=False, soft_wrap=True
+            )
+        if len(reasons) > 10:
+            err_console.print(f"regression: ... and {len(reasons) - 10} more (see the table)")
+        code = result.exit_code
+    if update:
+        n = cmp_mod.update_reference(base_path, cand_path)
+        console.print(f"updated {base_path}: {n} record(s) from {cand_path}")
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command()
+def history(
+    root: Path = typer.Argument(Path("results"), help="Folder searched for run folders."),
+    name: str | None = typer.Option(None, "--name", help="Only runs of this name or id."),
+    method: str | None = typer.Option(None, "--method", help="Only this method."),
+    last: int | None = typer.Option(None, "--last", help="Only the newest N runs."),
+    metrics: str = typer.Option(
+        "auroc,pixel_auroc,f1,ms_per_image", "--metrics", help="Headline metrics (seed means)."
+    ),
+) -> None:
+    """Past runs, oldest first: name, date, git commit, seeds, headline metrics."""
+    from bench.history import history_frame
+
+    names = tuple(split_names(metrics, "--metrics"))
+    frame = history_frame(root, names, name=name, method=method, last=last)
+    if frame.empty:
+        console.print(f"no runs under {root}")
+        return
+    table = Table(title=f"runs under {root}", title_justify="left")
+    columns = ["run", "started", "commit", "method", "dataset", "seeds", "ok", *names]
+    for col in columns:
+        table.add_column(col, justify="right" if col in names else "left")
+    for row in frame.to_dict("records"):
+        started = str(row["started"] or "")[:16].replace("T", " ")
+        cells = [str(row["run"]), started, str(row["commit"] or "--")]
+        cells += [str(row[c]) for c in ("method", "dataset", "seeds", "ok")]
+        cells += [
+            _fmt(row[m], 1 if m.endswith(("_s", "_ms", "_mb")) or "ms_" in m else 3) for m in names
+        ]
+        table.add_row(*cells)
+    console.print(table)
+
+
 @data_app.command("download")
 def data_download(
     name: str = typer.Argument(..., help="Dataset to download: mvtec."),
@@ -265,8 +557,19 @@ def data_synthetic(
 
 
 def main() -> None:
-    debug = "--debug" in sys.argv[1:]
+    global _DEBUG
+    debug = _DEBUG = "--debug" in sys.argv[1:]
     args = [a for a in sys.argv[1:] if a != "--debug"]
+    if not debug:
+        # Deprecation notices that libraries print on import (timm, anomalib) are for their
+        # developers, and would break the promise of one line per error; --debug shows them.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Batch schedulers stop a job with SIGTERM: stop as on Ctrl-C (finished jobs saved, exit 130).
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        previous = None
     try:
         code = app(args=args, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
@@ -282,7 +585,14 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

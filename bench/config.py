@@ -1,7 +1,8 @@
 """Typed run configuration, its expansion into jobs, and the hashes that name them.
 
 A job's identity is the hash of everything that can change its numbers (method, every
-effective parameter, dataset and data root, seed, device type, threshold rule); timing settings
+effective parameter, dataset and data root, seed, device type, the threshold protocol: rule,
+calibration fraction (it changes the images a method is fit on) and target FPR); timing settings
 and thread counts are not part of it. The same job hash in a results folder means "already done",
 which is what makes runs resumable from any launcher.
 """
@@ -19,6 +20,12 @@ import torch
 
 from bench import registry
 from bench.errors import ConfigError, DeviceError
+from bench.protocol import (
+    DEFAULT_CALIBRATION_FRACTION,
+    DEFAULT_RULE,
+    DEFAULT_TARGET_FPR,
+    ThresholdProtocol,
+)
 
 
 def stable_hash(obj: object, length: int = 12) -> str:
@@ -94,6 +101,15 @@ class RunConfig:
     threads: int = field(default_factory=default_threads)
     timing_repeats: int = 5
     timing_warmup: int = 1
+    # The threshold protocol (bench.protocol): --threshold, --calibration-fraction, --target-fpr.
+    threshold: str = DEFAULT_RULE
+    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION
+    target_fpr: float = DEFAULT_TARGET_FPR
+
+    @property
+    def protocol(self) -> ThresholdProtocol:
+        """The validated threshold protocol (ConfigError naming the flag when out of range)."""
+        return ThresholdProtocol(self.threshold, self.calibration_fraction, self.target_fpr)
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -125,6 +141,11 @@ class JobSpec:
     seed: int
     device_type: str
     data_root: str | None = None
+    # Extra keys copied into the job's record (bench ablate: "varied", "ablation"); not part of
+    # the job's identity, so the same job found by `bench run` and `bench ablate` is one job.
+    record_extra: dict[str, object] = field(default_factory=dict, compare=False)
+    # The threshold protocol: its calibration hold-out changes the images a method is fit on.
+    threshold: ThresholdProtocol = field(default_factory=ThresholdProtocol)
 
     def identity(self) -> dict[str, object]:
         return {
@@ -134,6 +155,7 @@ class JobSpec:
             "data_root": self.data_root,
             "seed": self.seed,
             "device_type": self.device_type,
+            "threshold": self.threshold.identity(),
         }
 
     @property
@@ -152,6 +174,7 @@ def expand_jobs(cfg: RunConfig, device: torch.device) -> list[JobSpec]:
     """Method x dataset x seed, with parameters resolved (preset + --set) and validated up front,
     so that a typo fails before hours of work rather than in the middle of them."""
     preset = registry.resolve_preset(cfg.preset, device.type)
+    protocol = cfg.protocol
     for method in cfg.sets:
         registry.get_method(method)
     params = {
@@ -161,7 +184,14 @@ def expand_jobs(cfg: RunConfig, device: torch.device) -> list[JobSpec]:
     root = None if cfg.data_root is None else str(Path(cfg.data_root).resolve())
     return [
         JobSpec(
-            m, params[m], preset, d, s, device.type, None if d.startswith("synthetic") else root
+            m,
+            params[m],
+            preset,
+            d,
+            s,
+            device.type,
+            None if d.startswith("synthetic") else root,
+            threshold=protocol,
         )
         for d in cfg.datasets
         for m in cfg.methods

@@ -5,8 +5,16 @@ Image level (one score per test image):
 * ``auroc``, ``ap`` (average precision) and ``f1_max`` (best F1 over all thresholds of the
   precision-recall curve) come from the scores and exist for every method. They are NaN when the
   test set holds only one class, because they are undefined there, not zero.
-* ``accuracy``, ``precision``, ``recall`` and ``f1`` come from the method's own 0/1 decisions
-  and exist only for methods that make one (``Prediction.decisions``).
+* ``accuracy``, ``precision``, ``recall`` and ``f1`` need 0/1 decisions: from the method's own
+  decision here (:func:`image_metrics`); the benchmark's threshold rules (a threshold calibrated
+  on held-out normal images, the method's own decision, the test-set oracle) are applied in
+  :mod:`bench.protocol`, which stores each rule's values under a prefix (``calibrated_f1``,
+  ``own_f1``, ``oracle_f1``) and the chosen rule's without one (``f1``).
+
+For the bootstrap intervals of :mod:`bench.stats`, :func:`batched_score_metrics` and
+:func:`batched_decision_metrics` compute the same image metrics for a whole batch of resampled
+test sets at once (one sort for all of them). They are cross-checked against scikit-learn in
+the tests; scikit-learn has no batched form, and calling it per resample is ~1000x slower.
 
 Pixel level (only when the test set has masks and the method returns maps):
 
@@ -44,14 +52,17 @@ ArrayLike = Tensor | np.ndarray
 
 AUPRO_FPR_LIMIT = 0.3
 
+#: The metrics that need a 0/1 decision, i.e. a threshold (see :mod:`bench.protocol`).
+DECISION_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
+#: Prefixes of the decision metrics of each threshold rule (``calibrated_f1``, ``oracle_f1``).
+RULE_PREFIXES: tuple[str, ...] = ("calibrated_", "own_", "oracle_")
+
 #: Which way is better, for regression gating: every quality metric here is "higher".
 metric_directions: dict[str, str] = {
     name: "higher"
     for name in (
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
+        *DECISION_METRICS,
+        *(prefix + m for prefix in RULE_PREFIXES for m in DECISION_METRICS),
         "auroc",
         "ap",
         "f1_max",
@@ -105,20 +116,30 @@ def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> np.ndarray:
     return np.divide(2.0 * tp, denom, out=np.zeros(tp.shape, np.float64), where=denom > 0)
 
 
+def decision_metrics(labels: ArrayLike, decisions: ArrayLike) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of 0/1 ``decisions`` (scikit-learn; 0 where a ratio
+    is 0/0, e.g. precision when nothing is flagged)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    y = _binary(_numpy(labels, "labels").reshape(-1), "labels")
+    d = _numpy(decisions, "decisions")
+    if d.shape != y.shape:
+        raise ValueError(f"decisions must be {y.shape} like labels, got {d.shape}")
+    d = _binary(d, "decisions")
+    return {
+        "accuracy": float(accuracy_score(y, d)),
+        "precision": float(precision_score(y, d, zero_division=0)),
+        "recall": float(recall_score(y, d, zero_division=0)),
+        "f1": float(f1_score(y, d, zero_division=0)),
+    }
+
+
 def image_metrics(
     labels: ArrayLike, scores: ArrayLike, decisions: ArrayLike | None = None
 ) -> dict[str, float]:
     """Image-level metrics: threshold-free ones from ``scores``, and the method's own operating
     point from ``decisions`` where it has one (see the module docstring for the list)."""
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        f1_score,
-        precision_recall_curve,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
     y = _binary(_numpy(labels, "labels").reshape(-1), "labels")
     s = _numpy(scores, "scores")
@@ -128,14 +149,7 @@ def image_metrics(
 
     out: dict[str, float] = {}
     if decisions is not None:
-        d = _numpy(decisions, "decisions")
-        if d.shape != y.shape:
-            raise ValueError(f"decisions must be {y.shape} like labels, got {d.shape}")
-        d = _binary(d, "decisions")
-        out["accuracy"] = float(accuracy_score(y, d))
-        out["precision"] = float(precision_score(y, d, zero_division=0))
-        out["recall"] = float(recall_score(y, d, zero_division=0))
-        out["f1"] = float(f1_score(y, d, zero_division=0))
+        out.update(decision_metrics(y, decisions))
 
     if y.size == 0 or y.all() or not y.any():
         out.update(auroc=math.nan, ap=math.nan, f1_max=math.nan)
@@ -147,6 +161,125 @@ def image_metrics(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     out["f1_max"] = float(f1.max())
     return out
+
+
+# -- batched image metrics (bootstrap resamples) ---------------------------------------------
+
+
+def batched_decision_metrics(labels: np.ndarray, decisions: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`decision_metrics` of many test sets at once: ``labels`` and ``decisions`` are
+    (..., n) 0/1 arrays (labels broadcast), each result is (...)."""
+    d = np.asarray(decisions).astype(bool)
+    y = np.broadcast_to(np.asarray(labels).astype(bool), d.shape)
+    tp = np.count_nonzero(d & y, axis=-1).astype(np.float64)
+    fp = np.count_nonzero(d & ~y, axis=-1).astype(np.float64)
+    n_pos = np.count_nonzero(y, axis=-1).astype(np.float64)
+    n = d.shape[-1]
+    flagged = tp + fp
+    return {
+        "accuracy": (n - fp - (n_pos - tp)) / n,
+        "precision": np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0),
+        "recall": np.divide(tp, n_pos, out=np.zeros_like(tp), where=n_pos > 0),
+        "f1": _f1_from_counts(tp, fp, n_pos),
+    }
+
+
+def _descending_curve(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores sorted high to low with the cumulative TP/FP counts of "anomalous if score >= the
+    score here"; ``end`` marks the last position of each run of tied scores, the only places a
+    threshold can fall (a threshold cannot split tied images)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.broadcast_to(np.asarray(labels).astype(bool), s.shape)
+    order = np.argsort(-s, axis=-1)  # the order within a run of ties never matters here
+    s_sorted = np.take_along_axis(s, order, axis=-1)
+    y_sorted = np.take_along_axis(y, order, axis=-1)
+    end = np.ones(s.shape, dtype=bool)
+    end[..., :-1] = s_sorted[..., :-1] != s_sorted[..., 1:]
+    return {
+        "scores": s_sorted,
+        "labels": y_sorted,
+        "tp": np.cumsum(y_sorted, axis=-1, dtype=np.float64),
+        "fp": np.cumsum(~y_sorted, axis=-1, dtype=np.float64),
+        "end": end,
+    }
+
+
+def _oracle_position(curve: dict[str, np.ndarray]) -> np.ndarray:
+    """Index (in descending order) of the F1-maximising threshold; among equal F1 the highest
+    threshold (the fewest images flagged)."""
+    n_pos = curve["tp"][..., -1:]
+    f1 = _f1_from_counts(curve["tp"], curve["fp"], n_pos)
+    return np.argmax(np.where(curve["end"], f1, -1.0), axis=-1)
+
+
+def batched_score_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """``auroc``, ``ap``, ``f1_max`` and the oracle operating point (``oracle_accuracy``,
+    ``oracle_precision``, ``oracle_recall``, ``oracle_f1``) of many test sets at once.
+
+    ``labels`` (..., n) 0/1 (broadcast) and ``scores`` (..., n); each result is (...), NaN where
+    a test set holds one class only. The definitions are scikit-learn's (AP as the step sum of
+    ``average_precision_score``, F1 over the thresholds of ``precision_recall_curve``, AUROC as
+    the Mann-Whitney U with ties counted half), checked against it in the tests."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.broadcast_to(np.asarray(labels).astype(bool), s.shape)
+    n = s.shape[-1]
+    n_pos = np.count_nonzero(y, axis=-1).astype(np.float64)
+    n_neg = n - n_pos
+    one_class = (n_pos == 0) | (n_neg == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curve = _descending_curve(y, s)
+        tp, fp, end, y_sorted = curve["tp"], curve["fp"], curve["end"], curve["labels"]
+        # First and last position of the run of tied scores each image belongs to.
+        positions = np.arange(n)
+        start = np.ones(s.shape, dtype=bool)
+        start[..., 1:] = end[..., :-1]
+        group_start = np.maximum.accumulate(np.where(start, positions, 0), axis=-1)
+        group_end = np.minimum.accumulate(np.where(end, positions, n)[..., ::-1], axis=-1)[
+            ..., ::-1
+        ]
+        tp_at_end = np.take_along_axis(tp, group_end, axis=-1)
+        tp_before = np.take_along_axis(tp - y_sorted, group_start, axis=-1)
+        # Mann-Whitney U: each normal image counts the anomalous ones above it, ties half.
+        u = np.where(y_sorted, 0.0, (tp_before + tp_at_end) / 2).sum(axis=-1)
+        auroc = u / (n_pos * n_neg)
+        # Each anomalous image adds 1/n_pos of recall at the end of its run of tied scores, at
+        # that end's precision: AP = sum over anomalous images of that precision / n_pos.
+        precision_at_end = np.take_along_axis(tp / (tp + fp), group_end, axis=-1)
+        ap = np.where(y_sorted, precision_at_end, 0.0).sum(axis=-1) / n_pos
+
+        k = _oracle_position(curve)[..., None]
+        tp_k = np.take_along_axis(tp, k, axis=-1)[..., 0]
+        fp_k = np.take_along_axis(fp, k, axis=-1)[..., 0]
+        out = {
+            "auroc": auroc,
+            "ap": ap,
+            "f1_max": _f1_from_counts(tp_k, fp_k, n_pos),
+            "oracle_accuracy": (n - fp_k - (n_pos - tp_k)) / n,
+            "oracle_precision": tp_k / (tp_k + fp_k),
+            "oracle_recall": tp_k / n_pos,
+        }
+    out["oracle_f1"] = out["f1_max"]
+    return {name: np.where(one_class, np.nan, value) for name, value in out.items()}
+
+
+def oracle_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
+    """The F1-maximising threshold on ``scores`` given ``labels`` (the test-set oracle), placed
+    midway between the lowest flagged score and the next lower one, so that "anomalous if
+    score > threshold" reproduces the best F1. NaN when the labels hold one class only."""
+    y = _binary(_numpy(labels, "labels").reshape(-1), "labels")
+    s = _finite_scores(_numpy(scores, "scores"), "scores").astype(np.float64)
+    if s.shape != y.shape:
+        raise ValueError(f"scores must be {y.shape} like labels, got {s.shape}")
+    if y.size == 0 or y.all() or not y.any():
+        return math.nan
+    curve = _descending_curve(y, s)
+    k = int(_oracle_position(curve))
+    lowest_flagged = float(curve["scores"][k])
+    if k + 1 == s.size:
+        return float(np.nextafter(lowest_flagged, -np.inf))
+    next_lower = float(curve["scores"][k + 1])
+    middle = (lowest_flagged + next_lower) / 2
+    return middle if next_lower < middle < lowest_flagged else next_lower  # adjacent floats
 
 
 def _sorted_by_class(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

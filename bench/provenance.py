@@ -77,6 +77,20 @@ def torch_flags() -> dict[str, object]:
         "cudnn_allow_tf32": _flag(lambda: bool(torch.backends.cudnn.allow_tf32)),
         "float32_matmul_precision": _flag(torch.get_float32_matmul_precision),
         "deterministic_algorithms": _flag(torch.are_deterministic_algorithms_enabled),
+        "deterministic_algorithms_warn_only": _flag(
+            torch.is_deterministic_algorithms_warn_only_enabled
+        ),
+        "cudnn_enabled": _flag(lambda: bool(torch.backends.cudnn.enabled)),
+        "cuda_matmul_allow_fp16_reduced_precision": _flag(
+            lambda: bool(torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
+        ),
+        "cuda_matmul_allow_bf16_reduced_precision": _flag(
+            lambda: bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+        ),
+        "mkldnn_enabled": _flag(lambda: bool(torch.backends.mkldnn.enabled)),
+        # CPU reductions split work by thread, so these change the last bits of CPU results.
+        "num_threads": _flag(torch.get_num_threads),
+        "num_interop_threads": _flag(torch.get_num_interop_threads),
     }
 
 

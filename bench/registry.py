@@ -40,7 +40,14 @@ def register_method(entry: MethodEntry) -> None:
 
 
 # Each module defines ``method_entries() -> list[MethodEntry]``; add new method modules here.
-BUILTIN_MODULES: tuple[str, ...] = ("bench.methods.radar",)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "bench.methods.radar",
+    "bench.methods.diffusionad",
+    "bench.methods.ddpm_recon",
+    "bench.methods.anomalib_adapter",
+    "bench.methods.classical",
+    "bench.methods.bui_apley",
+)
 
 
 def _load_builtins() -> None:
@@ -62,6 +69,12 @@ def methods() -> dict[str, MethodEntry]:
 
 def get_method(name: str) -> MethodEntry:
     known = methods()
+    if name not in known and name.startswith("anomalib:"):
+        # Any anomalib image model by class name, built on first use.
+        from bench.methods.anomalib_adapter import resolve_method
+
+        register_method(resolve_method(name))
+        return _METHODS[name]
     if name not in known:
         raise unknown_name("method", name, known)
     return known[name]

@@ -1,15 +1,21 @@
 """Expand a run into jobs, run each one, time it, and write one record per job.
 
-Per job: seed everything -> load the dataset at the method's input spec -> fit -> predict
-(timed: whole test set for throughput, then single-image latency repeats after warm-up) ->
-metrics -> one atomic record. A finished job is skipped on the next run unless ``force``;
-a job that raises is recorded as failed and the grid goes on (unless ``fail_fast``).
+Per job: seed everything -> load the dataset at the method's input spec -> hold out the
+calibration normals (:mod:`bench.protocol`) -> fit on the rest -> predict (timed: whole test set
+for throughput, then single-image latency repeats after warm-up; the calibration images are
+predicted untimed) -> metrics under the threshold protocol, with bootstrap intervals -> one
+atomic record. A finished job is skipped on the next run unless ``force``;
+a job that raises is recorded as failed and the grid goes on (unless ``fail_fast``). Each job is
+claimed (a per-job lock) while it runs, so two processes sharing a run folder split the grid
+instead of computing a job twice; a job claimed by the other process is waited for at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import traceback
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +27,13 @@ import torch
 from bench import __version__, registry
 from bench.config import JobSpec, RunConfig, expand_jobs, resolve_device
 from bench.datasets import make_dataset
+from bench.errors import BenchError, ConfigError
 from bench.interface import ImageSet, Prediction, RunContext
-from bench.metrics import compute_metrics
+from bench.protocol import calibration_split, evaluate
 from bench.provenance import device_name, environment, git_commit
+from bench.reports.examples import example_maps
 from bench.seeding import seed_everything
-from bench.store import RunStore
+from bench.store import RunStore, _atomic_write_text
 from bench.timing import PeakMemory, measure_latency, timed
 
 DEFAULT_RESULTS = Path("results/runs")
@@ -51,6 +59,8 @@ class RunOutcome:
 def job_flags(spec: JobSpec, detector: object) -> list[str]:
     """Marks that every table must show beside the numbers (never silently mixed)."""
     flags = [] if spec.preset == "paper" else [f"preset:{spec.preset}"]
+    if spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
+        flags.append(f"threshold:{spec.threshold.rule}")
     flags.extend(getattr(detector, "flags", []))
     return flags
 
@@ -67,6 +77,29 @@ def scores_frame(test: ImageSet, pred: Prediction) -> pd.DataFrame:
     if pred.decisions is not None:
         frame["decision"] = pred.decisions.long().tolist()
     return frame
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """``(kind, message)`` of a failed job: kind ``"input"`` for what the user can fix (bad data
+    found while loading, pretrained weights missing offline; the CLI exits with 2) and
+    ``"crash"`` for everything else (exit 1)."""
+    if isinstance(exc, BenchError):
+        return "input", f"{type(exc).__name__}: {exc}"
+    seen: BaseException | None = exc
+    while seen is not None:  # adapters often wrap the download error
+        names = {c.__name__ for c in type(seen).__mro__}
+        if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or isinstance(
+            seen, urllib.error.URLError
+        ):
+            reason = " ".join(str(seen).split())[:200]
+            return "input", (
+                "WeightsUnavailable: pretrained weights are not in the local cache and cannot "
+                f"be downloaded ({reason}); expected them under HF_HOME / TORCH_HOME: fetch "
+                "them once on a machine with internet, or choose a method without pretrained "
+                "weights"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return "crash", f"{type(exc).__name__}: {exc}"
 
 
 def run_job(
@@ -95,6 +128,8 @@ def run_job(
         "bench_version": __version__,
         "git_commit": git_commit(Path.cwd()),
         "started_at": started,
+        "threshold_rule": spec.threshold.rule,
+        **spec.record_extra,
     }
     try:
         seed_everything(spec.seed, cfg.threads)
@@ -111,27 +146,56 @@ def run_job(
         progress("loading data", 0.0)
         train = dataset.load("train", detector.input_spec, spec.seed)
         test = dataset.load("test", detector.input_spec, spec.seed)
+        # The threshold protocol's hold-out: the same normal images for every method of a seed,
+        # kept out of fit; their scores set the calibrated threshold (bench.protocol).
+        protocol = spec.threshold
+        split = calibration_split(train.names, protocol.calibration_fraction, spec.seed)
+        calibration = train.subset(split.calibration_index) if split.n_calibration else None
         record.update(
             dataset_family=dataset.family,
             category=dataset.category,
             image_size=list(test.image_size),
             channels=test.channels,
             n_train=len(train),
+            n_fit=len(split.fit_index),
+            n_calibration=split.n_calibration,
             n_test=len(test),
             n_test_anomalous=int(test.labels.sum()),
         )
 
         with PeakMemory(device) as fit_mem, timed(device) as fit_clock:
-            detector.fit(train, ctx)
+            detector.fit(train.subset(split.fit_index), ctx)
         progress("predicting", 0.9)
         with PeakMemory(device) as predict_mem, timed(device) as predict_clock:
             pred = detector.predict(test)
+        # Part of the protocol, not of inference: untimed, and before the latency repeats so
+        # that it never depends on how many there were.
+        cal_pred = detector.predict(calibration) if calibration is not None else None
         single = test.subset([0])
         latency = measure_latency(
             lambda: detector.predict(single), device, cfg.timing_repeats, cfg.timing_warmup
         )
         progress("scoring", 0.98)
-        record["metrics"] = compute_metrics(test, pred)
+        cal_scores = None if cal_pred is None else cal_pred.scores
+        if cal_scores is not None and tuple(cal_scores.shape) != (split.n_calibration,):
+            raise ValueError(
+                f"prediction scores of the {split.n_calibration} calibration images must be "
+                f"({split.n_calibration},), got {tuple(cal_scores.shape)}"
+            )
+        result = evaluate(test, pred, cal_scores, protocol, spec.seed)
+        record["metrics"] = result.metrics
+        record["metrics_ci"] = result.metrics_ci
+        record["per_defect"] = result.per_defect
+        record["threshold"] = result.thresholds[protocol.rule]
+        record["thresholds"] = result.thresholds
+        record["calibration"] = {
+            "fraction": protocol.calibration_fraction,
+            "target_fpr": protocol.target_fpr,
+            "quantile_method": "numpy inverted_cdf; anomalous if score > threshold",
+            "n": split.n_calibration,
+            "names_sha256": split.names_sha256,
+            **result.calibration,
+        }
         record["timing"] = {
             "fit_s": fit_clock.elapsed,
             "predict_s": predict_clock.elapsed,
@@ -140,6 +204,7 @@ def run_job(
             "ms_per_image_p95": latency.p95_ms,
             "latency_batch": 1,
             "latency_repeats": len(latency.repeats),
+            "latency_ms": list(latency.repeats),  # every timed call: error bars in reports
             "peak_mem_mb": max(fit_mem.peak_mb, predict_mem.peak_mb),
             "peak_mem_kind": fit_mem.kind,
         }
@@ -149,14 +214,22 @@ def run_job(
         # How inference is done and what it costs besides time (e.g. U-Net evaluations/image).
         record["inference"] = dict(getattr(detector, "inference_info", {}) or {})
         record["flags"] = job_flags(spec, detector)
+        if split.n_calibration < split.wanted:  # too few training images for the full hold-out
+            record["flags"].append(f"calibration:n={split.n_calibration}")
         store.write_scores(spec.job_id, scores_frame(test, pred))
+        if calibration is not None and cal_pred is not None:
+            _atomic_write_text(
+                store.jobs_dir / f"{spec.job_id}.calibration.csv",
+                scores_frame(calibration, cal_pred).to_csv(index=False),
+            )
+        store.write_maps(spec.job_id, example_maps(test, pred))
         record["status"] = "ok"
-        record["error"] = None
+        record["error"] = record["error_kind"] = None
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failed job is a result too; the grid goes on
         record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["error_kind"], record["error"] = describe_failure(exc)
         record["traceback"] = traceback.format_exc()
     record["finished_at"] = _now()
     store.write_record(record)
@@ -179,13 +252,37 @@ def run(
     fail_fast: bool = False,
     on_job_start: Callable[[JobSpec, int, int], ProgressFn] | None = None,
     on_job_end: Callable[[dict[str, Any] | None], None] | None = None,
+    job_list: list[JobSpec] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> RunOutcome:
-    """Run (or resume) a grid; records land in ``results_dir/<run_id>/``."""
+    """Run (or resume) a grid; records land in ``results_dir/<run_id>/``.
+
+    ``name`` labels the run in its manifest (``bench history``, ``bench compare NAME``); without
+    ``run_id`` the folder is then ``<name>-<config hash>``, so that two named runs of one config
+    (before and after a change) do not resume each other.
+
+    ``job_list`` replaces the jobs expanded from ``cfg`` (``bench ablate`` builds its own grid);
+    ``manifest_extra`` adds keys to the manifest (e.g. ``"ablation"``: the grid).
+    """
     device, jobs = prepare(cfg)
+    if job_list is not None:
+        jobs = job_list
+    if run_id is None and name:
+        run_id = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{cfg.config_hash[:8]}"
     run_id = run_id or cfg.default_run_id()
     store = RunStore(Path(results_dir) / run_id)
-    previous = store.read_manifest() or {}
-    manifest = {
+    try:
+        store.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--results-dir {results_dir}: cannot create {store.run_dir} "
+            f"({exc.strerror or exc}); expected a writable folder"
+        ) from None
+    started = _now()
+    # The manifest records the thread count the jobs run with (seed_everything sets it per job).
+    torch.set_num_threads(cfg.threads)
+    fresh = {
         "run_id": run_id,
         "config": cfg.to_json(),
         "config_hash": cfg.config_hash,
@@ -195,33 +292,77 @@ def run(
         "device_name": device_name(device),
         "git_commit": git_commit(Path.cwd()),
         "environment": environment(),
-        "jobs": [spec.job_id for spec in jobs],
-        "created_at": previous.get("created_at", _now()),
-        "resumed_at": _now() if previous else None,
         "finished_at": None,
+        **(manifest_extra or {}),
     }
-    store.write_manifest(manifest)
+
+    def merge(previous: dict[str, Any] | None) -> dict[str, Any]:
+        # Another process may share this folder: keep its jobs and the first creation time.
+        old = previous or {}
+        ids = [*old.get("jobs", []), *(spec.job_id for spec in jobs)]
+        return {
+            **fresh,
+            "jobs": list(dict.fromkeys(ids)),
+            "created_at": old.get("created_at", started),
+            "resumed_at": started if previous else None,
+            "name": name or old.get("name"),
+        }
+
+    store.update_manifest(merge)
     outcome = RunOutcome(run_dir=store.run_dir)
+
+    def stamp(job_id: str) -> int | None:
+        path = store.record_path(job_id)
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    # With --force only a record rewritten since this run started counts as done (by a
+    # concurrent process that claimed the job first).
+    stamps_at_start = {spec.job_id: stamp(spec.job_id) for spec in jobs} if force else {}
+
+    def finished(job_id: str) -> dict[str, Any] | None:
+        rec = store.read_record(job_id)
+        if rec is None or rec.get("status") != "ok":
+            return None
+        return rec if not force or stamp(job_id) != stamps_at_start[job_id] else None
+
+    def attempt(index: int, spec: JobSpec, wait: bool) -> bool:
+        """Run or skip one job; False when another live process holds it (try it later)."""
+        rec = finished(spec.job_id)
+        if rec is None:
+            with store.claim(spec.job_id, wait=wait) as mine:
+                if not mine:
+                    return False
+                rec = finished(spec.job_id)  # it may have finished while we were not looking
+                if rec is None:
+                    progress = on_job_start(spec, index, len(jobs)) if on_job_start else _silent
+                    record = run_job(spec, cfg, device, store, run_id, progress)
+                    outcome.records.append(record)
+                    if on_job_end:
+                        on_job_end(record)
+                    return True
+        outcome.skipped += 1
+        outcome.records.append(rec)
+        if on_job_end:
+            on_job_end(None)
+        return True
+
     try:
+        held_elsewhere: list[tuple[int, JobSpec]] = []
         for i, spec in enumerate(jobs):
-            if not force and store.is_done(spec.job_id):
-                outcome.skipped += 1
-                outcome.records.append(store.read_record(spec.job_id) or {})
-                if on_job_end:
-                    on_job_end(None)
-                continue
-            progress = on_job_start(spec, i, len(jobs)) if on_job_start else _silent
-            record = run_job(spec, cfg, device, store, run_id, progress)
-            outcome.records.append(record)
-            if on_job_end:
-                on_job_end(record)
-            if fail_fast and record["status"] != "ok":
+            if not attempt(i, spec, wait=False):
+                held_elsewhere.append((i, spec))
+            elif fail_fast and outcome.failed:
                 break
+        else:
+            # Wait for jobs another process was running; if it died or failed, run them here.
+            for i, spec in held_elsewhere:
+                attempt(i, spec, wait=True)
+                if fail_fast and outcome.failed:
+                    break
     finally:
         # Also on Ctrl-C: what finished is already on disk; keep the derived files in step.
         store.export_csv()
-        manifest["finished_at"] = _now()
-        store.write_manifest(manifest)
+        store.update_manifest(lambda m: {**(m or fresh), "finished_at": _now()})
     return outcome
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +21,7 @@ class MeanDiffParams:
     fail: bool = False
     scale: float = 1.0
     channels: tuple[int, ...] = (1, 2)
+    maps: bool = True  # False: image scores only (skips pixel metrics, which import anomalib)
 
     def __post_init__(self) -> None:
         if self.image_size < 4:
@@ -38,6 +41,20 @@ class MeanDiff:
         return InputSpec((self.params.image_size, self.params.image_size), grayscale=True)
 
     def fit(self, train: ImageSet, ctx: RunContext) -> MeanDiff:
+        # Test hooks for run-level tests in subprocesses, as environment variables so that they
+        # do not change the job identity: MEANDIFF_TRACE appends "seed pid" per fit to a file
+        # (who computed what); MEANDIFF_SLEEP_S keeps the job busy (something to kill) and
+        # MEANDIFF_GATE holds it until that file exists, both only for seed MEANDIFF_SLEEP_SEED
+        # when that is set.
+        trace = os.environ.get("MEANDIFF_TRACE")
+        if trace:
+            with open(trace, "a", encoding="utf-8") as fh:
+                fh.write(f"{ctx.seed} {os.getpid()}\n")
+        if os.environ.get("MEANDIFF_SLEEP_SEED", str(ctx.seed)) == str(ctx.seed):
+            time.sleep(float(os.environ.get("MEANDIFF_SLEEP_S", "0")))
+            gate = os.environ.get("MEANDIFF_GATE")
+            while gate and not os.path.exists(gate):
+                time.sleep(0.05)
         if self.params.fail:
             raise RuntimeError("asked to fail")
         self.mean_ = train.images.mean(0, keepdim=True)
@@ -50,7 +67,11 @@ class MeanDiff:
         maps = ((test.images - self.mean_).abs() / self.std_).mean(1) * self.params.scale
         flat = maps.flatten(1)
         scores = (flat.amax(1) if self.params.reduce == "max" else flat.mean(1)) + self.jitter_
-        return Prediction(scores=scores, decisions=(scores > scores.median()).long(), maps=maps)
+        return Prediction(
+            scores=scores,
+            decisions=(scores > scores.median()).long(),
+            maps=maps if self.params.maps else None,
+        )
 
 
 def register_meandiff() -> None:

@@ -7,13 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from bench.interface import ImageSet, Prediction
 from bench.metrics import (
+    batched_decision_metrics,
+    batched_score_metrics,
     compute_metrics,
+    decision_metrics,
     image_metrics,
     metric_directions,
+    oracle_threshold,
     pixel_aupro,
     pixel_metrics,
 )
@@ -176,3 +180,51 @@ def test_metric_directions_cover_every_metric() -> None:
     )
     assert set(out) <= set(metric_directions)
     assert set(metric_directions.values()) == {"higher"}
+    for rule in ("calibrated", "own", "oracle"):  # every threshold rule's stored variants
+        assert {f"{rule}_f1", f"{rule}_accuracy"} <= set(metric_directions)
+
+
+def test_batched_metrics_match_scikit_learn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels, scores = [], []
+    while len(labels) < 15:  # random test sets of 2-40 images, scores rounded to force ties
+        n = int(rng.integers(2, 41))
+        y = rng.integers(0, 2, n).astype(bool)
+        if y.all() or not y.any():
+            continue
+        labels.append(y)
+        scores.append(np.round(rng.normal(size=n) + y, int(rng.integers(0, 3))))
+    for y, s in zip(labels, scores, strict=True):
+        got = {k: float(v) for k, v in batched_score_metrics(y, s).items()}
+        p, r, _ = precision_recall_curve(y, s)
+        f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+        assert got["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert got["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert got["f1_max"] == pytest.approx(f1.max(), abs=1e-12)
+        # The oracle threshold reproduces the best F1 with "anomalous if score > threshold".
+        at_oracle = decision_metrics(y, s > oracle_threshold(y, s))
+        for name, value in at_oracle.items():
+            assert got[f"oracle_{name}"] == pytest.approx(value, abs=1e-12), name
+        d = s > np.median(s)
+        batched = batched_decision_metrics(y, d)
+        for name, value in decision_metrics(y, d).items():
+            assert float(batched[name]) == pytest.approx(value, abs=1e-12), name
+    # A batch at once: the same numbers, row by row.
+    y = np.r_[np.zeros(7, bool), np.ones(5, bool)]
+    batch = np.round(rng.normal(size=(9, 12)) + y, 1)
+    auroc = batched_score_metrics(y, batch)["auroc"]
+    assert auroc.shape == (9,)
+    assert auroc == pytest.approx([roc_auc_score(y, row) for row in batch], abs=1e-12)
+
+
+def test_batched_metrics_are_nan_for_one_class_and_oracle_edge_cases() -> None:
+    out = batched_score_metrics(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert all(np.isnan(v) for v in out.values())
+    assert math.isnan(oracle_threshold(np.ones(3), np.array([0.1, 0.2, 0.3])))
+    # Best F1 flags everything (0.2 is anomalous, lowest score): threshold just below 0.2.
+    t = oracle_threshold(np.array([1, 0, 1]), np.array([0.2, 0.3, 0.9]))
+    assert t < 0.2 and (np.array([0.2, 0.3, 0.9]) > t).all()
+    # Adjacent floats: no midpoint between them, the lower one is the threshold.
+    hi = 1.0
+    lo = float(np.nextafter(hi, 0.0))
+    assert oracle_threshold(np.array([1, 0]), np.array([hi, lo])) == lo

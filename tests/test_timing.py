@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 import time
 
 import numpy as np
@@ -45,11 +46,19 @@ def test_measure_latency_rejects_bad_counts() -> None:
         measure_latency(lambda: None, "cpu", repeats=1, warmup=-1)
 
 
+def _fresh_pages(n_bytes: int) -> mmap.mmap:
+    # A new anonymous mapping, written page by page: its pages are always new resident memory.
+    # (np.ones may be served from heap pages freed, but still resident, by earlier tests.)
+    block = mmap.mmap(-1, n_bytes)
+    np.frombuffer(block, dtype=np.uint8)[:] = 1
+    return block
+
+
 def test_peak_memory_sees_allocation_inside_block() -> None:
     with PeakMemory("cpu") as pm:
-        block = np.ones(200 * 2**20, dtype=np.uint8)  # 200 MB, touched page by page
+        block = _fresh_pages(200 * 2**20)
         time.sleep(0.1)
-        del block
+        block.close()
     assert pm.kind == "cpu_rss"
     assert pm.peak_mb - pm.baseline_mb > 150
 
@@ -57,9 +66,9 @@ def test_peak_memory_sees_allocation_inside_block() -> None:
 def test_peak_memory_sampler_catches_freed_spike() -> None:
     # The spike is gone before the block ends, so only the sampler thread can have seen it.
     with PeakMemory("cpu", interval_s=0.01) as pm:
-        spike = np.ones(200 * 2**20, dtype=np.uint8)
+        spike = _fresh_pages(200 * 2**20)
         time.sleep(0.2)
-        del spike
+        spike.close()
         gc.collect()
     assert pm.peak_mb - pm.baseline_mb > 150
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import Tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
@@ -123,3 +123,82 @@ def noise_prediction_loss(
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     eps_hat = unet(add_noise(scheduler, x0, eps, t), t).sample
     return F.mse_loss(eps_hat.float(), eps.float())
+
+
+# -- reconstruction helpers (DiffusionAD, ddpm_recon) ----------------------------------------
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def eps_toward(scheduler: DDPMScheduler, x_t: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:
+    """The noise that explains ``x_t`` as a noised ``x0``.
+
+    ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``, the inverse of :func:`add_noise` in
+    ``eps``.
+
+    With ``x0`` a *normal* image and ``x_t`` a
+    noised *anomalous* one it is the target that makes one-step denoising land on the normal image.
+    """
+    abar_t = alpha_bar(scheduler, t, x_t)
+    return (x_t - abar_t.sqrt() * x0) / (1.0 - abar_t).sqrt()
+
+
+def reverse_timesteps(t_start: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced timesteps from (at most) ``t_start`` down to ``stride``.
+
+    The stride is ``t_start // steps``; the first timestep is ``stride * steps`` (= ``t_start``
+    when ``steps`` divides it), so the last step lands exactly on ``t = 0``.
+    """
+    if not 1 <= steps <= t_start:
+        raise ValueError(f"steps must be in 1..t_start ({t_start}), got {steps}")
+    stride = t_start // steps
+    return [stride * (steps - i) for i in range(steps)]
+
+
+def make_sampler(
+    kind: str, num_train_timesteps: int = 1000, beta_schedule: str = "linear"
+) -> DDPMScheduler | DDIMScheduler:
+    """A diffusers reverse-process scheduler on the noise schedule of :func:`make_scheduler`."""
+    if kind == "ddpm":
+        return make_scheduler(num_train_timesteps, beta_schedule)
+    if kind == "ddim":
+        return DDIMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            beta_schedule=beta_schedule,
+            clip_sample=True,
+            prediction_type="epsilon",
+            set_alpha_to_one=True,
+        )
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
+
+
+@torch.no_grad()
+def reverse_sample(
+    unet: UNet2DModel,
+    sampler: DDPMScheduler | DDIMScheduler,
+    x_t: Tensor,
+    timesteps: list[int],
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Denoise ``x_t`` (noised to ``timesteps[0]``) along ``timesteps`` to a clean image.
+
+    One U-Net evaluation per timestep. DDPM draws its posterior noise from ``generator``
+    (ancestral sampling); DDIM is deterministic (eta = 0).
+    """
+    if isinstance(sampler, DDIMScheduler):
+        # DDIM steps from t to t - T // num_inference_steps: set that stride.
+        stride = timesteps[0] - timesteps[1] if len(timesteps) > 1 else timesteps[0]
+        if sampler.config.num_train_timesteps % stride:
+            raise ValueError(f"DDIM needs a stride that divides T, got stride {stride}")
+        sampler.set_timesteps(sampler.config.num_train_timesteps // stride)
+    else:
+        sampler.set_timesteps(timesteps=timesteps)
+    x = x_t
+    for t in timesteps:
+        step_t = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps_hat = unet(x, step_t).sample
+        if isinstance(sampler, DDIMScheduler):
+            x = sampler.step(eps_hat, t, x, eta=0.0).prev_sample
+        else:
+            x = sampler.step(eps_hat, t, x, generator=generator).prev_sample
+    return x

@@ -32,6 +32,15 @@ def blur_kernel_size(sigma: float) -> int:
     return 2 * math.ceil(3.0 * sigma) + 1
 
 
+def blur(x: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur (kernel +-3 sigma, reflect border) of (N, C, H, W) maps; ``sigma=0``: none."""
+    x = x.float()
+    if sigma <= 0:
+        return x
+    k = blur_kernel_size(sigma)
+    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+
 def anomaly_map(noise_map: Tensor, blur_sigma: float = 1.0) -> Tensor:
     """Sobel gradient magnitude of the Gaussian-blurred noise map; (N, C, H, W) -> (N, 1, H, W).
 
@@ -39,11 +48,7 @@ def anomaly_map(noise_map: Tensor, blur_sigma: float = 1.0) -> Tensor:
     the summed squared magnitudes. The magnitude is taken with ``eps=0`` so that a flat map gives
     exactly zero.
     """
-    x = noise_map.float()
-    if blur_sigma > 0:
-        k = blur_kernel_size(blur_sigma)
-        x = gaussian_blur2d(x, (k, k), (blur_sigma, blur_sigma), border_type="reflect")
-    mag = sobel(x, normalized=True, eps=0.0)
+    mag = sobel(blur(noise_map, blur_sigma), normalized=True, eps=0.0)
     if mag.shape[1] > 1:
         mag = mag.square().sum(1, keepdim=True).sqrt()
     return mag

@@ -124,11 +124,16 @@ def map_in_chunks(
     outs: list[Tensor] = []
     i = 0
     while i < x.shape[0]:
+        failed = False
         try:
             outs.append(fn(x[i : i + chunk]))
         except oom:
             if chunk == 1:
                 raise
+            failed = True
+        if failed:
+            # Outside the except block: the exception's traceback pins the failed pass's
+            # activations until the block ends, and empty_cache could not release them.
             log.warning("out of memory at %d patches per pass; retrying with %d", chunk, chunk // 2)
             chunk //= 2
             if torch.cuda.is_available():

@@ -19,6 +19,16 @@ over many sampling steps, then compare. RADAR skips the reconstruction:
 4. fit an IsolationForest on the two features of the normal training images; its score ranks the
    test images and its own threshold (``contamination``) decides (:mod:`bench.methods.scoring`).
 
+The last stage is a parameter, ``scorer`` (:mod:`bench.methods.scoring`): ``iforest`` (the paper),
+``gaussian`` (a Gaussian on the same two features), ``raw`` (the global L2 norm itself, the
+ablation floor) or ``irf`` (OSD-IRF, arXiv:2604.18393: a per-pixel Gaussian on the inverse residual
+field ``x0 - x0_hat`` of the same single step; its negative log-density is then the pixel map and
+its maximum or top-k mean the image score, in place of steps 3-4).
+
+Trained U-Nets are cached in ``RunContext.cache_dir`` under a hash of what training depends on
+(:data:`TRAINING_FIELDS`, the training images, the seed and the device type), so that jobs that
+differ only in ``t``, the scorer or other inference settings train once (``bench ablate``).
+
 The defaults of :class:`RadarParams` are the paper's settings; where the paper gives no number
 (the batch size and the number of optimisation steps) the defaults are our choice of a
 GPU-scale run, 10,000 steps of 512 patches. The ``quick`` preset is a CPU-sized run.
@@ -38,9 +48,13 @@ GPU-scale run, 10,000 steps of 512 patches. The ``quick`` preset is a CPU-sized 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -48,19 +62,55 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
+from bench.config import stable_hash
 from bench.errors import ConfigError
 from bench.flops import count_gflops
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.methods.ddpm import BETA_SCHEDULES, build_unet, make_scheduler, noise_prediction_loss
-from bench.methods.features import anomaly_map, blur_kernel_size, image_features
+from bench.methods.ddpm import (
+    BETA_SCHEDULES,
+    add_noise,
+    build_unet,
+    make_scheduler,
+    noise_prediction_loss,
+    x0_from_eps,
+)
+from bench.methods.features import anomaly_map, blur, blur_kernel_size, image_features
 from bench.methods.patches import patch_starts, predict_noise_map, sample_patches
-from bench.methods.scoring import IsolationForestScorer
+from bench.methods.scoring import (
+    GaussianScorer,
+    IrfScorer,
+    IsolationForestScorer,
+    RawScorer,
+    Scorer,
+)
 from bench.registry import MethodEntry
+from bench.timing import PeakMemory
 
 log = logging.getLogger(__name__)
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE, _SEED_SUBSET = 11, 12, 13, 14
+
+SCORERS = ("iforest", "gaussian", "irf", "raw")
+
+# The parameters the trained U-Net depends on; any other parameter can change without retraining.
+TRAINING_FIELDS: tuple[str, ...] = (
+    "image_size",
+    "patch_size",
+    "block_out_channels",
+    "layers_per_block",
+    "norm_num_groups",
+    "attention",
+    "num_train_timesteps",
+    "beta_schedule",
+    "train_stride",
+    "train_max_t",
+    "train_steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -90,10 +140,18 @@ class RadarParams:
     infer_stride: int = 1
     infer_batch: int = 1024  # patches per forward pass; halved on a CUDA out-of-memory
     # features and scorer
-    blur_sigma: float = 1.0  # 0 disables the blur
+    blur_sigma: float = 1.0  # 0 disables the blur (of the noise map, or of the IRF for irf)
     window: int = 8
-    contamination: float = 0.05
-    n_estimators: int = 100
+    scorer: Literal["iforest", "gaussian", "irf", "raw"] = "iforest"
+    contamination: float = 0.05  # iforest: share of normal training images flagged
+    n_estimators: int = 100  # iforest
+    quantile: float = 0.95  # gaussian, irf, raw: threshold = this quantile of training scores
+    gaussian_covariance: Literal["full", "diagonal", "ledoitwolf"] = "full"
+    irf_features: Literal["pixel", "patch"] = "pixel"  # per-position Gaussian, or pooled patches
+    irf_patch: int = 3  # irf_features=patch: neighbourhood size
+    irf_covariance: Literal["diagonal", "ledoitwolf"] = "diagonal"  # ledoitwolf: patch only
+    irf_reduce: Literal["max", "topk"] = "max"  # image score from the IRF pixel map
+    irf_topk: int = 10  # irf_reduce=topk: number of pixels averaged
     scorer_images: int = 0  # training images the scorer is fitted on; 0 = all of them
 
     def __post_init__(self) -> None:
@@ -153,8 +211,22 @@ class RadarParams:
             f"small enough for a {s}-pixel image (3 sigma < image_size)",
         )
         check(1 <= self.window <= s, "window", f"between 1 and image_size ({s})")
+        check(self.scorer in SCORERS, "scorer", f"one of {', '.join(SCORERS)}")
         check(0 < self.contamination <= 0.5, "contamination", "in (0, 0.5]")
         check(self.n_estimators >= 1, "n_estimators", ">= 1")
+        check(0 < self.quantile < 1, "quantile", "in (0, 1)")
+        covs = ("full", "diagonal", "ledoitwolf")
+        check(self.gaussian_covariance in covs, "gaussian_covariance", f"one of {covs}")
+        check(self.irf_features in ("pixel", "patch"), "irf_features", "pixel or patch")
+        check(1 <= self.irf_patch <= s, "irf_patch", f"between 1 and image_size ({s})")
+        check(
+            self.irf_covariance == "diagonal"
+            or (self.irf_covariance == "ledoitwolf" and self.irf_features == "patch"),
+            "irf_covariance",
+            "diagonal, or ledoitwolf with irf_features=patch",
+        )
+        check(self.irf_reduce in ("max", "topk"), "irf_reduce", "max or topk")
+        check(1 <= self.irf_topk <= s * s, "irf_topk", f"between 1 and image_size^2 ({s * s})")
         check(self.scorer_images == 0 or self.scorer_images >= 2, "scorer_images", "0 or >= 2")
 
 
@@ -213,8 +285,8 @@ class Radar:
             return torch.bfloat16
         return None
 
-    def _processed_maps(self, x: Tensor) -> Tensor:
-        """Prepared images on the model's device -> (N, 1, S, S) pixel anomaly maps."""
+    def _single_step(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Prepared images on the model's device -> (predicted noise, injected noise) maps."""
         p = self.params
         # Re-seeded at every call: the maps are a function of the fitted model and the input only.
         generator = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
@@ -229,7 +301,91 @@ class Radar:
             generator,
             self._autocast_dtype(self.device_),
         )
-        return anomaly_map(noise_map, p.blur_sigma)
+        # predict_noise_map noises the images with its generator's first draw: replay that draw.
+        replay = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
+        eps = torch.randn(x.shape, generator=replay, device=replay.device, dtype=x.dtype)
+        return noise_map, eps.to(x.device)
+
+    def inverse_residual_field(self, x: Tensor, noise_map: Tensor, eps: Tensor) -> Tensor:
+        """OSD-IRF's field ``x0 - x0_hat`` of prepared images, blurred by ``blur_sigma``.
+
+        ``x0_hat`` is the one-step clean estimate from ``x_t`` and the predicted noise, which
+        makes the field ``sqrt((1 - abar_t) / abar_t) (eps_hat - eps)``.
+        """
+        t = self.params.t
+        x_t = add_noise(self.scheduler_, x.float(), eps.float(), t)
+        field = x.float() - x0_from_eps(self.scheduler_, x_t, noise_map.float(), t)
+        return blur(field, self.params.blur_sigma)
+
+    def _scorer_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Prepared images -> (what the scorer takes, (N, 1, S, S) pixel anomaly maps).
+
+        ``irf``: the inverse residual fields, and the maps come from the fitted scorer (the
+        caller); every other scorer: the two image features of the Sobel map, and that map.
+        """
+        noise_map, eps = self._single_step(x)
+        if self.params.scorer == "irf":
+            field = self.inverse_residual_field(x, noise_map, eps).cpu()
+            return field, field
+        processed = anomaly_map(noise_map, self.params.blur_sigma)
+        return image_features(processed, self.params.window), processed
+
+    def _make_scorer(self, seed: int) -> Scorer:
+        p = self.params
+        if p.scorer == "iforest":
+            return IsolationForestScorer(p.contamination, p.n_estimators, seed)
+        if p.scorer == "gaussian":
+            return GaussianScorer(p.quantile, p.gaussian_covariance)
+        if p.scorer == "raw":
+            return RawScorer(p.quantile)
+        return IrfScorer(
+            p.irf_features, p.irf_patch, p.irf_covariance, p.irf_reduce, p.irf_topk, p.quantile
+        )
+
+    # -- the trained U-Net, cached per training configuration ------------------------------------
+
+    def training_key(self, x: Tensor, ctx: RunContext) -> str:
+        """Hash of everything the trained U-Net depends on: training params, data, seed, device."""
+        data = hashlib.sha256(x.detach().float().cpu().contiguous().numpy().tobytes())
+        return stable_hash(
+            {
+                "method": self.name,
+                "training": {f: getattr(self.params, f) for f in TRAINING_FIELDS},
+                "train_images": data.hexdigest(),
+                "seed": ctx.seed,
+                "device_type": ctx.device.type,
+            }
+        )
+
+    @staticmethod
+    def _cache_path(ctx: RunContext, key: str) -> Path | None:
+        return None if ctx.cache_dir is None else Path(ctx.cache_dir) / f"radar-unet-{key}.pt"
+
+    def _load_cached(self, path: Path | None) -> dict[str, object] | None:
+        if path is None or not path.exists():
+            return None
+        try:
+            entry = torch.load(path, map_location=self.device_, weights_only=True)
+            self.unet_.load_state_dict(entry.pop("state_dict"))
+        except Exception as exc:  # a damaged or foreign file, whatever the error: retrain
+            log.warning("ignoring the cached U-Net %s: %s", path, exc)
+            return None
+        return entry
+
+    def _save_cached(self, path: Path | None, info: dict[str, object]) -> None:
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.unet_.state_dict().items()}
+        # Temp file + rename: a job killed mid-write never leaves a half file for the next one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({"state_dict": state, **info}, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     # -- Detector ------------------------------------------------------------------------------
 
@@ -259,19 +415,35 @@ class Radar:
         train_cost = 3 * p.train_steps * p.batch_size
         train_share = train_cost / (train_cost + n_scorer * len(ys) ** 2)
 
-        start = time.perf_counter()
-        loss = self._train(x, ctx, train_share)
-        train_s = time.perf_counter() - start
+        key = self.training_key(x, ctx)
+        cache_path = self._cache_path(ctx, key)
+        cached = self._load_cached(cache_path)
+        if cached is None:
+            with PeakMemory(dev) as train_mem:
+                start = time.perf_counter()
+                loss = self._train(x, ctx, train_share)
+                train_s = time.perf_counter() - start
+            trained = {
+                "final_loss": loss,
+                "train_seconds": round(train_s, 3),
+                "train_peak_mem_mb": round(train_mem.peak_mb, 1),
+                "train_peak_mem_kind": train_mem.kind,
+            }
+            self._save_cached(cache_path, trained)
+        else:
+            # The reused job's own fit time is small; the record keeps the original training's.
+            trained = cached
+            ctx.progress("radar: U-Net reused from the run cache", train_share)
+        self.unet_.eval()
+        loss = float(trained["final_loss"])
 
-        ctx.progress("radar: features of the training images", train_share)
+        ctx.progress("radar: scorer on the training images", train_share)
         start = time.perf_counter()
         if n_scorer < len(train):
             pick = torch.randperm(len(train), generator=ctx.generator(_SEED_SUBSET))[:n_scorer]
             x = x[pick.sort().values.to(dev)]
-        features = image_features(self._processed_maps(x), p.window)
-        self.scorer_ = IsolationForestScorer(p.contamination, p.n_estimators, ctx.seed).fit(
-            features
-        )
+        inputs, _ = self._scorer_inputs(x)
+        self.scorer_ = self._make_scorer(ctx.seed).fit(inputs)
         ctx.progress("radar: fitted", 1.0)
 
         self.train_loss_ = loss
@@ -279,7 +451,12 @@ class Radar:
             "steps": p.train_steps,
             "patches_seen": p.train_steps * p.batch_size,
             "final_loss": loss,
-            "train_seconds": round(train_s, 3),
+            "unet_from_cache": cached is not None,
+            "unet_key": key,
+            "train_seconds": float(trained["train_seconds"]),
+            "train_peak_mem_mb": trained["train_peak_mem_mb"],
+            "train_peak_mem_kind": trained["train_peak_mem_kind"],
+            "scorer": p.scorer,
             "scorer_seconds": round(time.perf_counter() - start, 3),
             "scorer_images": n_scorer,
             "unet_parameters": sum(q.numel() for q in self.unet_.parameters()),
@@ -337,14 +514,17 @@ class Radar:
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "scorer_"):
             raise RuntimeError("Radar.predict called before fit")
-        processed = self._processed_maps(self._prepare(test.images).to(self.device_))
-        features = image_features(processed, self.params.window)
-        maps = F.interpolate(processed, size=test.image_size, mode="bilinear", align_corners=False)
-        return Prediction(
-            scores=self.scorer_.score(features),
-            decisions=self.scorer_.decide(features),
-            maps=maps[:, 0].float().cpu(),
+        inputs, processed = self._scorer_inputs(self._prepare(test.images).to(self.device_))
+        if isinstance(self.scorer_, IrfScorer):
+            processed = self.scorer_.pixel_map(inputs)
+            scores = self.scorer_.reduce_map(processed)
+            decisions = (scores > self.scorer_.threshold_).long()
+        else:
+            scores, decisions = self.scorer_.score(inputs), self.scorer_.decide(inputs)
+        maps = F.interpolate(
+            processed.float(), size=test.image_size, mode="bilinear", align_corners=False
         )
+        return Prediction(scores=scores, decisions=decisions, maps=maps[:, 0].float().cpu())
 
 
 def method_entries() -> list[MethodEntry]:
@@ -354,7 +534,7 @@ def method_entries() -> list[MethodEntry]:
             params_cls=RadarParams,
             build=Radar,
             summary="RADAR: single-step DDPM noise prediction on patches, "
-            "blur/Sobel features, IsolationForest",
+            "blur/Sobel features, IsolationForest (or Gaussian, OSD-IRF, raw: radar.scorer)",
             presets=PRESETS,
         )
     ]

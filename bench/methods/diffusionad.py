@@ -1,0 +1,465 @@
+"""DiffusionAD: norm-guided one-step denoising diffusion for anomaly detection.
+
+Implements the method of H. Zhang, Z. Wang, Z. Wu and Y.-G. Jiang, "DiffusionAD: Norm-guided
+One-step Denoising Diffusion for Anomaly Detection" (arXiv:2303.08730, 2023), following the
+authors' code (github.com/HuiZhang0812/DiffusionAD) where the paper leaves details open.
+
+Training (normal images only) plants Perlin-shaped synthetic anomalies in half of each batch
+(:mod:`bench.methods.synthetic_anomalies`) and trains two networks jointly:
+
+* the *reconstruction sub-network*, a DDPM U-Net ``eps_theta`` (:mod:`bench.methods.ddpm`). Each
+  image ``x`` (possibly anomalous, normal version ``x_n``) is noised twice, to a small step
+  ``t_d ~ U{0..split-1}`` and a large step ``t_s ~ U{split..T-1}``. Normal images get the usual
+  noise-prediction loss at both steps. For anomalous images the large-step target is the noise
+  *with respect to the normal image*, ``eps_n = (x_t - sqrt(abar_t) x_n) / sqrt(1 - abar_t)``, so
+  that one-step denoising of a noised anomalous image lands on its normal version
+  (``anomalous_noise_loss=large_step``). No small-step noise loss is put on anomalous images:
+  there ``eps_n`` grows like ``1 / sqrt(1 - abar_t)`` (unbounded as ``t -> 0``); the small step is
+  pulled toward normal by the guidance below instead. ``anomalous_noise_loss=none`` is the
+  official code (noise loss on normal images only).
+* the *segmentation sub-network* (:mod:`bench.methods.segnet`, DRAEM's discriminative U-Net) on
+  ``[x, x0_hat]``, trained with ``5 * focal + smooth L1`` against the synthetic masks; its loss
+  also reaches the U-Net through ``x0_hat`` (as in the official code).
+
+Norm-guided one-step denoising (the paper's Eq. 10-12; the official ``norm_guided_one_step_
+denoising``). With ``x_s = sqrt(abar_s) x + sqrt(1 - abar_s) eps_1``, ``x_d = sqrt(abar_d) x +
+sqrt(1 - abar_d) eps_2`` and ``w`` = ``condition_w``:
+
+    eps_s = eps_theta(x_s, t_s);  x0_s = clip((x_s - sqrt(1 - abar_s) eps_s) / sqrt(abar_s))
+    eps_d = eps_theta(x_d, t_d)
+    x_d_from_s = sqrt(abar_d) x0_s + sqrt(1 - abar_d) eps_d        (x0_s re-noised to t_d)
+    eps_g = eps_d - w sqrt(1 - abar_d) (x_d_from_s - x_d)          (guided noise estimate)
+    x0_hat = clip((x_d - sqrt(1 - abar_d) eps_g) / sqrt(abar_d))
+
+The large step removes anomalies but loses detail; its reconstruction, re-noised to ``t_d``,
+steers the small-step estimate, which keeps detail. Two U-Net evaluations per image.
+With ``steps > 0`` the reconstruction is instead plain multi-step reverse sampling (DDIM, ``steps``
+evaluations) from ``x_s``, for comparison.
+
+The pixel map is the segmentation sub-network's probability; the image score is the mean of its
+``top_k`` largest values.
+
+Defaults are the paper's / official code's settings (256 px RGB, 3000 epochs, batch 16, lr 1e-4
+for the U-Net and 1e-5 for the segmentation net, T = 1000 linear, split 300, test steps t_d =
+200 and t_s = 400, w = 1, top-50 score, DRAEM Perlin settings). Our choices: the U-Net is the
+suite's diffusers ``UNet2DModel`` (``block_out_channels`` (128, 256, 256, 512), attention at the
+lowest resolution only) instead of the guided-diffusion U-Net of the paper (base 128, attention at
+32/16/8); the anomaly source is ``mixed`` (no DTD here; see
+:mod:`~bench.methods.synthetic_anomalies`); no learning-rate schedule.
+
+>>> from pathlib import Path
+>>> import torch
+>>> from bench.interface import ImageSet, RunContext
+>>> params = DiffusionADParams(image_size=32, grayscale=True, block_out_channels=(8, 16),
+...     norm_num_groups=8, seg_base_width=4, epochs=1, batch_size=4, top_k=5)
+>>> train = ImageSet(torch.rand(4, 1, 32, 32), torch.zeros(4, dtype=torch.long), None,
+...                  [f"good/{i}.png" for i in range(4)])
+>>> ctx = RunContext(seed=0, device=torch.device("cpu"), work_dir=Path("."))
+>>> prediction = DiffusionAD(params).fit(train, ctx).predict(train)
+>>> prediction.scores.shape, prediction.maps.shape
+(torch.Size([4]), torch.Size([4, 32, 32]))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import Tensor
+
+from bench.errors import ConfigError
+from bench.flops import count_gflops
+from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.methods.ddpm import (
+    BETA_SCHEDULES,
+    add_noise,
+    alpha_bar,
+    build_unet,
+    eps_toward,
+    make_sampler,
+    make_scheduler,
+    reverse_sample,
+    reverse_timesteps,
+    x0_from_eps,
+)
+from bench.methods.segnet import SEGNET_DIVISOR, build_segnet, segmentation_loss
+from bench.methods.synthetic_anomalies import SOURCES, AnomalySynthesizer
+from bench.registry import MethodEntry
+
+# Offsets of RunContext.generator: one independent stream per purpose.
+_SEED_INIT, _SEED_TRAIN, _SEED_SYNTH, _SEED_NOISE = 21, 22, 23, 24
+
+
+@dataclass(frozen=True)
+class DiffusionADParams:
+    """DiffusionAD's parameters; defaults are the paper's settings (see the module docstring)."""
+
+    # input
+    image_size: int = 256
+    grayscale: bool = False
+    # reconstruction U-Net and noise schedule
+    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)  # our choice (see docstring)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    attention: bool = True
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    # segmentation U-Net
+    seg_base_width: int = 64
+    # training
+    epochs: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-4
+    seg_lr: float = 1e-5
+    weight_decay: float = 0.0
+    t_split: int = 300  # small steps 0..t_split-1, large steps t_split..T-1 (official less_t_range)
+    anomalous_noise_loss: Literal["large_step", "none"] = "large_step"
+    focal_weight: float = 5.0
+    focal_gamma: float = 2.0
+    # synthetic anomalies
+    anomaly_source: str = "mixed"  # self | textures | mixed | a folder of images (e.g. DTD)
+    anomaly_probability: float = 0.5
+    anomaly_beta_max: float = 0.8
+    # inference
+    t_d: int = 200  # the small ("normal") step
+    t_s: int = 400  # the large ("noisier") step
+    condition_w: float = 1.0
+    steps: int = 0  # 0 = norm-guided one-step denoising; N > 0 = N-step DDIM reverse from t_s
+    top_k: int = 50
+    infer_batch: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
+        s, T = self.image_size, self.num_train_timesteps
+
+        def check(ok: bool, field: str, must: str) -> None:
+            if not ok:
+                raise ConfigError(
+                    f"diffusionad.{field} must be {must}, got {getattr(self, field)!r}"
+                )
+
+        levels = len(self.block_out_channels)
+        check(levels >= 1, "block_out_channels", "a non-empty tuple of channel counts")
+        divisor = max(SEGNET_DIVISOR, 2 ** (levels - 1))
+        check(
+            s >= divisor and s % divisor == 0,
+            "image_size",
+            f"a multiple of {divisor} (the segmentation net pools 5 times, the U-Net "
+            f"{levels - 1} times)",
+        )
+        check(self.norm_num_groups >= 1, "norm_num_groups", ">= 1")
+        check(
+            all(c >= 1 and c % self.norm_num_groups == 0 for c in self.block_out_channels),
+            "block_out_channels",
+            f"positive multiples of norm_num_groups ({self.norm_num_groups})",
+        )
+        check(self.layers_per_block >= 1, "layers_per_block", ">= 1")
+        check(T >= 2, "num_train_timesteps", ">= 2")
+        check(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
+        check(self.seg_base_width >= 1, "seg_base_width", ">= 1")
+        check(self.epochs >= 1, "epochs", ">= 1")
+        check(self.batch_size >= 1, "batch_size", ">= 1")
+        check(self.lr > 0, "lr", "> 0")
+        check(self.seg_lr > 0, "seg_lr", "> 0")
+        check(self.weight_decay >= 0, "weight_decay", ">= 0")
+        check(1 <= self.t_split < T, "t_split", f"in 1..num_train_timesteps-1 (1..{T - 1})")
+        check(
+            self.anomalous_noise_loss in ("large_step", "none"),
+            "anomalous_noise_loss",
+            "large_step or none",
+        )
+        check(self.focal_weight >= 0, "focal_weight", ">= 0")
+        check(self.focal_gamma >= 0, "focal_gamma", ">= 0")
+        check(0 <= self.anomaly_probability <= 1, "anomaly_probability", "in [0, 1]")
+        check(0 <= self.anomaly_beta_max <= 1, "anomaly_beta_max", "in [0, 1]")
+        check(0 <= self.t_d < T, "t_d", f"in 0..num_train_timesteps-1 (0..{T - 1})")
+        check(
+            self.t_d < self.t_s < T,
+            "t_s",
+            f"in t_d+1..num_train_timesteps-1 ({self.t_d + 1}..{T - 1})",
+        )
+        check(self.condition_w >= 0, "condition_w", ">= 0")
+        check(0 <= self.steps <= self.t_s, "steps", f"in 0..t_s (0..{self.t_s}); 0 = one-step")
+        if self.steps:
+            stride = self.t_s // self.steps
+            check(
+                T % stride == 0,
+                "steps",
+                f"such that the DDIM stride t_s // steps divides T ({T}); stride is {stride}",
+            )
+        check(1 <= self.top_k <= s * s, "top_k", f"in 1..image_size**2 (1..{s * s})")
+        check(self.infer_batch >= 1, "infer_batch", ">= 1")
+        if self.anomaly_source not in SOURCES:
+            AnomalySynthesizer(self.anomaly_source)  # raises a ConfigError for a bad folder
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # CPU-sized: about 1-2 minutes on 2 cores for 60 train + 60 test images of the synthetic set.
+    "quick": {
+        "image_size": 64,
+        "grayscale": True,
+        "block_out_channels": (16, 32, 32),
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "seg_base_width": 8,
+        "epochs": 25,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "seg_lr": 1e-3,
+        "top_k": 20,
+    },
+}
+
+
+def norm_guided_x0(
+    scheduler: DDPMScheduler,
+    x_d: Tensor,
+    t_d: Tensor | int,
+    eps_d: Tensor,
+    x_s: Tensor,
+    t_s: Tensor | int,
+    eps_s: Tensor,
+    condition_w: float = 1.0,
+) -> Tensor:
+    """The norm-guided one-step reconstruction (module docstring; differentiable)."""
+    x0_s = x0_from_eps(scheduler, x_s, eps_s, t_s).clamp(-1, 1)
+    abar_d = alpha_bar(scheduler, t_d, x_d)
+    x_d_from_s = add_noise(scheduler, x0_s, eps_d, t_d)
+    eps_guided = eps_d - condition_w * (1.0 - abar_d).sqrt() * (x_d_from_s - x_d)
+    return x0_from_eps(scheduler, x_d, eps_guided, t_d).clamp(-1, 1)
+
+
+def top_k_mean(maps: Tensor, k: int) -> Tensor:
+    """(N, ...) -> (N,): the mean of each map's ``k`` largest values."""
+    flat = maps.flatten(1)
+    return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
+
+
+class DiffusionAD:
+    """DiffusionAD as a :class:`~bench.interface.Detector`.
+
+    Fitted state: ``unet_``, ``segnet_``, ``scheduler_``, ``fit_info_``.
+    """
+
+    name = "diffusionad"
+
+    def __init__(self, params: DiffusionADParams | None = None):
+        self.params = params if params is not None else DiffusionADParams()
+
+    @property
+    def input_spec(self) -> InputSpec:
+        s = self.params.image_size
+        return InputSpec((s, s), grayscale=self.params.grayscale)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.params.grayscale else 3
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        """[0, 1] images -> the model's channels and size, still in [0, 1]."""
+        x = images.float()
+        c = self.channels
+        if x.shape[1] != c:
+            x = x.mean(1, keepdim=True)
+            x = x.expand(-1, c, -1, -1) if c == 3 else x
+        s = self.params.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        return x.contiguous()
+
+    # -- fit -----------------------------------------------------------------------------------
+
+    def fit(self, train: ImageSet, ctx: RunContext) -> DiffusionAD:
+        p = self.params
+        dev = ctx.device
+        self.device_ = dev
+        self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
+            unet = build_unet(
+                p.image_size,
+                self.channels,
+                p.block_out_channels,
+                p.layers_per_block,
+                p.norm_num_groups,
+                p.attention,
+            )
+            segnet = build_segnet(self.channels, p.seg_base_width)
+        self.unet_, self.segnet_ = unet.to(dev), segnet.to(dev)
+        self.scheduler_ = make_scheduler(p.num_train_timesteps, p.beta_schedule)
+        self.sampler_ = make_sampler("ddim", p.num_train_timesteps, p.beta_schedule)
+
+        start = time.perf_counter()
+        losses = self._train(self._prepare(train.images), ctx)
+        self.fit_info_ = {
+            "epochs": p.epochs,
+            "steps": losses["steps"],
+            "final_loss": losses["loss"],
+            "final_noise_loss": losses["noise"],
+            "final_seg_loss": losses["seg"],
+            "train_seconds": round(time.perf_counter() - start, 3),
+            "unet_parameters": sum(q.numel() for q in self.unet_.parameters()),
+            "segnet_parameters": sum(q.numel() for q in self.segnet_.parameters()),
+            "anomaly_source": p.anomaly_source,
+        }
+        ctx.progress("diffusionad: fitted", 1.0)
+        return self
+
+    def _train(self, images: Tensor, ctx: RunContext) -> dict[str, float]:
+        p = self.params
+        dev = self.device_
+        unet, segnet = self.unet_, self.segnet_
+        synthesize = AnomalySynthesizer(p.anomaly_source, p.anomaly_beta_max)
+        g_order = ctx.generator(_SEED_TRAIN)
+        g_synth = ctx.generator(_SEED_SYNTH)
+        g_noise = torch.Generator(device=dev).manual_seed(g_order.initial_seed() + 1)
+        opt_unet = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        opt_seg = torch.optim.AdamW(segnet.parameters(), lr=p.seg_lr, weight_decay=p.weight_decay)
+        per_epoch = math.ceil(len(images) / p.batch_size)
+        total = p.epochs * per_epoch
+        every = max(1, total // 50)
+        ema = {"loss": 0.0, "noise": 0.0, "seg": 0.0}
+        unet.train()
+        segnet.train()
+        step = 0
+        for _ in range(p.epochs):
+            order = torch.randperm(len(images), generator=g_order)
+            for b in range(per_epoch):
+                clean = images[order[b * p.batch_size : (b + 1) * p.batch_size]]
+                augmented, masks = synthesize(clean, g_synth, p.anomaly_probability)
+                losses = self._losses(
+                    clean.to(dev) * 2 - 1, augmented.to(dev) * 2 - 1, masks.to(dev), g_noise
+                )
+                opt_unet.zero_grad(set_to_none=True)
+                opt_seg.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                opt_unet.step()
+                opt_seg.step()
+                step += 1
+                for key in ema:  # a moving average over ~50 steps
+                    value = float(losses[key].detach())
+                    ema[key] = value if step == 1 else 0.98 * ema[key] + 0.02 * value
+                if step % every == 0 or step == total:
+                    ctx.progress(
+                        f"diffusionad: step {step}/{total}, loss {ema['loss']:.4f}", step / total
+                    )
+        unet.eval()
+        segnet.eval()
+        return {**ema, "steps": step}
+
+    def _losses(
+        self, normal: Tensor, augmented: Tensor, masks: Tensor, g: torch.Generator
+    ) -> dict[str, Tensor]:
+        """One training step's losses; images in [-1, 1], masks (N, H, W) bool."""
+        p = self.params
+        scheduler, n, dev = self.scheduler_, normal.shape[0], normal.device
+        T = p.num_train_timesteps
+        t_d = torch.randint(0, p.t_split, (n,), generator=g, device=dev)
+        t_s = torch.randint(p.t_split, T, (n,), generator=g, device=dev)
+        noise_d = torch.randn(normal.shape, generator=g, device=dev)
+        noise_s = torch.randn(normal.shape, generator=g, device=dev)
+        x_d = add_noise(scheduler, augmented, noise_d, t_d)
+        x_s = add_noise(scheduler, augmented, noise_s, t_s)
+        eps_d = self.unet_(x_d, t_d).sample
+        eps_s = self.unet_(x_s, t_s).sample
+
+        is_normal = ~masks.flatten(1).any(1)
+        per_image_d = (eps_d - noise_d).square().flatten(1).mean(1)
+        if p.anomalous_noise_loss == "large_step":
+            target_s = eps_toward(scheduler, x_s, normal, t_s)
+            per_image_s = (eps_s - target_s).square().flatten(1).mean(1)
+            noise_loss = (per_image_d * is_normal).sum() / n + per_image_s.mean()
+        else:  # the official code: normal images only (0 for an all-anomalous batch)
+            noise_loss = (
+                (per_image_d + (eps_s - noise_s).square().flatten(1).mean(1)) * is_normal
+            ).sum() / is_normal.sum().clamp(min=1)
+
+        recon = norm_guided_x0(scheduler, x_d, t_d, eps_d, x_s, t_s, eps_s, p.condition_w)
+        logits = self.segnet_(torch.cat([augmented, recon], dim=1))
+        seg_loss = segmentation_loss(logits, masks, p.focal_weight, p.focal_gamma)
+        return {"loss": noise_loss + seg_loss, "noise": noise_loss, "seg": seg_loss}
+
+    # -- predict -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """[-1, 1] images on the model's device -> their normal reconstructions."""
+        p = self.params
+        unet, scheduler = self.unet_, self.scheduler_
+        noise_s = torch.randn(x.shape, generator=g, device=x.device)
+        x_s = add_noise(scheduler, x, noise_s, p.t_s)
+        if p.steps:
+            timesteps = reverse_timesteps(p.t_s, p.steps)
+            x_s = add_noise(scheduler, x, noise_s, timesteps[0])
+            return reverse_sample(unet, self.sampler_, x_s, timesteps).clamp(-1, 1)
+        noise_d = torch.randn(x.shape, generator=g, device=x.device)
+        x_d = add_noise(scheduler, x, noise_d, p.t_d)
+        t_d = torch.full((x.shape[0],), p.t_d, device=x.device)
+        t_s = torch.full((x.shape[0],), p.t_s, device=x.device)
+        eps_d, eps_s = unet(x_d, t_d).sample, unet(x_s, t_s).sample
+        return norm_guided_x0(scheduler, x_d, t_d, eps_d, x_s, t_s, eps_s, p.condition_w)
+
+    @torch.no_grad()
+    def _maps(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """[-1, 1] images -> (N, S, S) anomaly probabilities."""
+        recon = self.reconstruct(x, g)
+        return self.segnet_(torch.cat([x, recon], dim=1)).sigmoid()[:, 0]
+
+    def predict(self, test: ImageSet) -> Prediction:
+        if not hasattr(self, "segnet_"):
+            raise RuntimeError("DiffusionAD.predict called before fit")
+        p = self.params
+        # Re-seeded at every call: the maps are a function of the fitted model and the input only.
+        g = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
+        x = self._prepare(test.images) * 2 - 1
+        maps = torch.cat(
+            [
+                self._maps(x[i : i + p.infer_batch].to(self.device_), g).float().cpu()
+                for i in range(0, len(x), p.infer_batch)
+            ]
+        )
+        scores = top_k_mean(maps, p.top_k)
+        if maps.shape[-2:] != test.image_size:
+            maps = F.interpolate(maps[:, None], size=test.image_size, mode="bilinear")[:, 0]
+        return Prediction(scores=scores, maps=maps)
+
+    # -- cost ----------------------------------------------------------------------------------
+
+    @property
+    def inference_info(self) -> dict[str, object]:
+        p = self.params
+        mode = "multi_step" if p.steps else "one_step_norm_guided"
+        info: dict[str, object] = {
+            "mode": mode,
+            "unet_forward_passes": p.steps or 2,
+            "segnet_forward_passes": 1,
+        }
+        if p.steps:
+            info.update(sampler="ddim", t_start=reverse_timesteps(p.t_s, p.steps)[0])
+        else:
+            info.update(t_d=p.t_d, t_s=p.t_s, condition_w=p.condition_w)
+        return info
+
+    def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float:
+        """GFLOPs of one test image: every U-Net evaluation plus the segmentation net."""
+        s = self.params.image_size
+        x = torch.zeros(1, self.channels, s, s, device=self.device_)
+        return count_gflops(self._maps, x, torch.Generator(device=self.device_).manual_seed(0))
+
+
+def method_entries() -> list[MethodEntry]:
+    return [
+        MethodEntry(
+            name="diffusionad",
+            params_cls=DiffusionADParams,
+            build=DiffusionAD,
+            summary="DiffusionAD: norm-guided one-step DDPM reconstruction + segmentation "
+            "net trained on Perlin synthetic anomalies",
+            presets=PRESETS,
+        )
+    ]

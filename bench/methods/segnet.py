@@ -1,0 +1,48 @@
+"""DiffusionAD's segmentation sub-network and its loss.
+
+The network is DRAEM's discriminative U-Net (Zavrtanik et al., ICCV 2021), which DiffusionAD
+(Zhang et al., 2023) reuses: it reads the input image and its reconstruction, channel-
+concatenated, and outputs one logit per pixel. anomalib ships it
+(:class:`anomalib.models.image.draem.torch_model.DiscriminativeSubNetwork`); it pools five
+times, so the image side must be a multiple of 32.
+
+The loss is DiffusionAD's: ``focal_weight * focal + smooth_l1`` between the predicted anomaly
+probability and the synthetic mask (the official code weighs the focal term by 5).
+
+>>> import torch
+>>> net = build_segnet(in_channels=1, base_width=8)
+>>> logits = net(torch.zeros(2, 2, 32, 32))
+>>> logits.shape
+torch.Size([2, 1, 32, 32])
+>>> float(segmentation_loss(logits, torch.zeros(2, 32, 32, dtype=torch.bool)).detach()) > 0
+True
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from anomalib.models.image.draem.torch_model import DiscriminativeSubNetwork
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+SEGNET_DIVISOR = 32  # five 2x poolings
+
+
+def build_segnet(in_channels: int, base_width: int = 64) -> nn.Module:
+    """DRAEM's discriminative U-Net on ``[image, reconstruction]`` (2 * in_channels) -> 1 logit."""
+    return DiscriminativeSubNetwork(
+        in_channels=2 * in_channels, out_channels=1, base_width=base_width
+    )
+
+
+def segmentation_loss(
+    logits: Tensor, masks: Tensor, focal_weight: float = 5.0, focal_gamma: float = 2.0
+) -> Tensor:
+    """``focal_weight * focal(logits, mask) + smooth_l1(sigmoid(logits), mask)``.
+
+    ``logits`` (N, 1, H, W), ``masks`` (N, H, W) bool. The focal loss has no class weight
+    (alpha), as in DiffusionAD's BinaryFocalLoss.
+    """
+    target = masks[:, None].to(logits.dtype)
+    focal = sigmoid_focal_loss(logits, target, alpha=-1, gamma=focal_gamma, reduction="mean")
+    return focal_weight * focal + F.smooth_l1_loss(logits.sigmoid(), target)

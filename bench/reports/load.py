@@ -1,0 +1,361 @@
+"""Stored records -> tidy pandas frames that every table and figure reads.
+
+A results folder (one run, a folder of runs, or a ``records.csv``) is read with
+:func:`bench.store.load_results`; the per-job side files (``<job>.scores.csv`` for ROC curves,
+``<job>.maps.npz`` for the qualitative grid) are found beside the job records. The tidy
+layout follows benchopt's "one row per run" results table: long frames with one row per
+(method, dataset, seed, metric) that groupby/aggregate into mean +- std over seeds.
+
+Which rows are "the method" in the main table: a run may hold several parameter variants of a
+method (an ablation). The *reference* variant of a method is the one run at its preset (a run
+whose manifest has no ``--set`` for the method); failing that, the variant with most finished
+jobs (ties: the one that started first). Parameters that differ between
+the variants of a method are its ablation parameters.
+
+>>> frame = pd.DataFrame({"method": ["m", "m"], "seed": [0, 1], "dataset": ["d", "d"],
+...                       "metrics.f1": [0.6, 0.8], "status": ["ok", "ok"]})
+>>> stats = summarize(tidy(frame, "metrics."), ["method", "dataset", "metric"])
+>>> round(float(stats.at[("m", "d", "f1"), "mean"]), 3), int(stats.at[("m", "d", "f1"), "n"])
+(0.7, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import DataError
+from bench.store import load_results
+
+RANDOM_WEIGHTS_FLAG = "weights:random"
+
+
+@dataclass
+class RunData:
+    """The records of one results source, deduplicated, with the paths of their side files."""
+
+    source: Path
+    records: pd.DataFrame  # flattened (metrics.f1, timing.fit_s, params.x), every status
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    jobs_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        if "status" not in self.records:
+            return self.records
+        return self.records[self.records["status"] == "ok"].reset_index(drop=True)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        if "status" not in self.records:
+            return self.records.iloc[:0]
+        return self.records[self.records["status"] != "ok"].reset_index(drop=True)
+
+    def _side_file(self, job_id: str, suffix: str) -> Path | None:
+        for folder in self.jobs_dirs:
+            path = folder / f"{job_id}{suffix}"
+            if path.exists():
+                return path
+        return None
+
+    def scores(self, job_id: str) -> pd.DataFrame | None:
+        """Per-test-image scores of one job (``name, defect_type, label, score[, decision]``)."""
+        path = self._side_file(job_id, ".scores.csv")
+        return None if path is None else pd.read_csv(path)
+
+    def maps(self, job_id: str) -> dict[str, np.ndarray] | None:
+        """The qualitative-grid arrays of one job (see :mod:`bench.reports.examples`)."""
+        path = self._side_file(job_id, ".maps.npz")
+        if path is None:
+            return None
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+
+def load_run(path: Path) -> RunData:
+    """Read a run folder, a folder of run folders, a ``records.csv`` or one job ``.json``."""
+    path = Path(path)
+    frame = load_results(path)  # raises DataError naming the path when there is nothing
+    if "job_id" in frame and "finished_at" in frame:
+        # The same job found in two run folders is one measurement, not two seeds.
+        frame = frame.sort_values("finished_at", kind="stable").drop_duplicates(
+            "job_id", keep="last"
+        )
+    elif "job_id" in frame:
+        frame = frame.drop_duplicates("job_id", keep="last")
+    for column in ("method", "dataset"):
+        if column not in frame:
+            raise DataError(f"{path}: records lack the {column!r} field; not a bench results file")
+    if "seed" not in frame:
+        frame["seed"] = 0
+    if "params_hash" not in frame:
+        frame["params_hash"] = ""
+    frame = frame.reset_index(drop=True)
+    root = path.parent if path.is_file() else path
+    if path.is_file() and root.name == "jobs":
+        root = root.parent
+    run_dirs = (
+        [root]
+        if (root / "jobs").is_dir()
+        else sorted(p for p in root.iterdir() if (p / "jobs").is_dir())
+    )
+    manifests = []
+    for run_dir in run_dirs:
+        manifest = run_dir / "manifest.json"
+        if manifest.exists():
+            manifests.append(json.loads(manifest.read_text(encoding="utf-8")))
+    frame = _in_run_order(frame, manifests)
+    return RunData(path, frame, manifests, [d / "jobs" for d in run_dirs])
+
+
+def _in_run_order(frame: pd.DataFrame, manifests: list[dict[str, Any]]) -> pd.DataFrame:
+    """Methods and datasets in the order the runs asked for them (``--methods a,b``), so that
+    tables list them as the user did; names no manifest knows come after, alphabetically."""
+    keys = {}
+    for column, config_key in (("method", "methods"), ("dataset", "datasets")):
+        asked: list[str] = []
+        for manifest in manifests:
+            asked += [
+                n for n in (manifest.get("config") or {}).get(config_key, []) if n not in asked
+            ]
+        rest = sorted(set(frame[column].astype(str)) - set(asked))
+        rank = {name: i for i, name in enumerate(asked + rest)}
+        keys[f"_{column}_order"] = frame[column].astype(str).map(rank)
+    ordered = frame.assign(**keys).sort_values(
+        ["_method_order", "_dataset_order", "seed"], kind="stable"
+    )
+    return ordered.drop(columns=list(keys)).reset_index(drop=True)
+
+
+def _as_list(value: Any) -> list[str]:
+    """``flags`` is a list in JSON records and its repr in a ``records.csv``."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return [str(v) for v in value]
+    if isinstance(value, str) and value.startswith("["):
+        return [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip(" '\"")]
+    return []
+
+
+def flags_of(frame: pd.DataFrame) -> pd.Series:
+    """Each record's flags as a list of strings (empty where there are none)."""
+    if "flags" not in frame:
+        return pd.Series([[] for _ in range(len(frame))], index=frame.index, dtype=object)
+    return frame["flags"].map(_as_list)
+
+
+def random_init_methods(frame: pd.DataFrame) -> set[str]:
+    """Methods with any record flagged ``weights:random`` (a random-init backbone)."""
+    flags = flags_of(frame)
+    return set(frame.loc[flags.map(lambda f: RANDOM_WEIGHTS_FLAG in f), "method"])
+
+
+def _canonical(value: Any) -> str:
+    """A hashable, comparable form of a parameter value (lists and dicts included)."""
+    if isinstance(value, float) and np.isnan(value):
+        return "null"
+    if isinstance(value, np.generic):
+        value = value.item()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def param_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("params.") and c != "params_hash"]
+
+
+def reference_variants(
+    ok: pd.DataFrame, manifests: list[dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """method -> params_hash of the variant the main table shows (see the module docstring).
+
+    Read from the run manifests, not the registry: a run whose config has no ``--set`` for a
+    method ran it at its preset then, whatever the registry's defaults are today.
+    """
+    untouched_runs = {
+        (str(m.get("run_id")), str(method))
+        for m in manifests or []
+        for method in (m.get("config") or {}).get("methods", [])
+        if not ((m.get("config") or {}).get("sets") or {}).get(method)
+    }
+    refs: dict[str, str] = {}
+    order = ok["started_at"] if "started_at" in ok else pd.Series(range(len(ok)), index=ok.index)
+    for method, rows in ok.groupby("method", sort=False):
+        hashes = rows["params_hash"].astype(str)
+        run_ids = rows["run_id"].astype(str) if "run_id" in rows else pd.Series("", rows.index)
+        at_preset = [(r, str(method)) in untouched_runs for r in run_ids]
+        stats = pd.DataFrame({"hash": hashes, "order": order.loc[rows.index], "preset": at_preset})
+        stats = stats.groupby("hash").agg(
+            preset=("preset", "any"), count=("order", "size"), first=("order", "min")
+        )
+        ranked = stats.sort_values(["preset", "count", "first"], ascending=[False, False, True])
+        refs[str(method)] = str(ranked.index[0])
+    return refs
+
+
+def reference_rows(ok: pd.DataFrame, refs: dict[str, str]) -> pd.DataFrame:
+    """The records of each method's reference variant."""
+    keep = ok["params_hash"].astype(str) == ok["method"].map(refs).astype(str)
+    return ok[keep]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One parameter of one method that varies in the records; ``rows`` hold the one-at-a-time
+    sweep (every other varying parameter at its reference value), with a ``value`` column."""
+
+    method: str
+    param: str
+    reference: Any
+    rows: pd.DataFrame
+
+    @property
+    def numeric(self) -> bool:
+        return pd.api.types.is_numeric_dtype(self.rows["value"]) and not pd.api.types.is_bool_dtype(
+            self.rows["value"]
+        )
+
+
+def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
+    """Every (method, parameter) that varies between the records of a method."""
+    found: list[Ablation] = []
+    for method, rows in ok.groupby("method", sort=True):
+        if rows["params_hash"].nunique() < 2:
+            continue
+        canon = rows[param_columns(rows)].map(_canonical)
+        varying = [c for c in canon.columns if canon[c].nunique() > 1]
+        ref_rows = rows[rows["params_hash"].astype(str) == refs[str(method)]]
+        if ref_rows.empty:
+            continue
+        ref_canon = canon.loc[ref_rows.index[0]]
+        for column in varying:
+            others = [c for c in varying if c != column]
+            keep = (
+                (canon[others] == ref_canon[others]).all(axis=1)
+                if others
+                else canon[column].notna()
+            )
+            sweep = rows[keep].copy()
+            if sweep["params_hash"].nunique() < 2:
+                continue
+            sweep["value"] = sweep[column]
+            reference = ref_rows[column].iloc[0]
+            if not pd.api.types.is_numeric_dtype(sweep["value"]):
+                sweep["value"] = sweep["value"].map(_display_value)
+                reference = _display_value(reference)
+            found.append(
+                Ablation(
+                    method=str(method),
+                    param=column.removeprefix("params."),
+                    reference=reference,
+                    rows=sweep,
+                )
+            )
+    return found
+
+
+def _display_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def tidy(frame: pd.DataFrame, prefix: str = "metrics.") -> pd.DataFrame:
+    """Long frame: the identifying columns + ``metric`` (prefix stripped) + ``value``.
+
+    Only numeric columns under ``prefix`` are kept (``timing.latency_ms`` lists are not).
+    """
+    ids = [c for c in ("job_id", "method", "params_hash", "dataset", "seed", "value") if c in frame]
+    columns = [
+        c for c in frame.columns if c.startswith(prefix) and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    if not columns:
+        return pd.DataFrame(columns=[*ids, "metric", "value"])
+    wide = frame[ids + columns].rename(
+        columns=lambda c: c.removeprefix(prefix) if c in columns else c
+    )
+    if "value" in ids:  # an ablation's parameter value: keep it apart from the metric values
+        wide = wide.rename(columns={"value": "param_value"})
+        ids = [("param_value" if c == "value" else c) for c in ids]
+    long = wide.melt(id_vars=ids, var_name="metric", value_name="value")
+    return long.astype({"value": float})
+
+
+def summarize(long: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """mean, std (sample, ddof=1; NaN for one seed) and n (finite values) per group."""
+    grouped = long.groupby(by, sort=False, dropna=False)["value"]
+    return grouped.agg(mean="mean", std="std", n="count")
+
+
+def latency_long(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per timed single-image call: ``method, dataset, seed, ms``.
+
+    Records from before the runner kept every repeat (``timing.latency_ms``) give their median
+    (``timing.ms_per_image``) as a single repeat, so old runs still plot, without spread.
+    """
+    out = []
+    for _, rec in rows.iterrows():
+        repeats = rec.get("timing.latency_ms")
+        values = _as_floats(repeats)
+        if not values and np.isfinite(rec.get("timing.ms_per_image", np.nan)):
+            values = [float(rec["timing.ms_per_image"])]
+        out += [(rec["method"], rec["dataset"], rec["seed"], v) for v in values]
+    return pd.DataFrame(out, columns=["method", "dataset", "seed", "ms"])
+
+
+def _as_floats(value: Any) -> list[float]:
+    if isinstance(value, list | tuple | np.ndarray):
+        return [float(v) for v in value]
+    if isinstance(value, str) and value.startswith("["):  # a list read back from records.csv
+        return [float(v) for v in value.strip("[]").split(",") if v.strip()]
+    return []
+
+
+def scores_long(data: RunData, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-test-image scores of ``rows``' jobs: ``method, dataset, seed, label, score``."""
+    parts = []
+    for _, rec in rows.iterrows():
+        scores = data.scores(str(rec.get("job_id")))
+        if scores is None or scores.empty:
+            continue
+        parts.append(
+            scores[["label", "score"]].assign(
+                method=rec["method"], dataset=rec["dataset"], seed=rec["seed"]
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["method", "dataset", "seed", "label", "score"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def grid_long(data: RunData, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The qualitative-grid thumbnails of one dataset: one row per (method, image) with
+    ``method, name, defect_type, image, mask, map`` (arrays in object columns).
+
+    One job per method (its lowest seed): the maps of different seeds look alike, and the grid
+    is about where a method looks, not about variance.
+    """
+    out = []
+    subset = rows[rows["dataset"] == dataset].sort_values("seed", kind="stable")
+    for method, recs in subset.groupby("method", sort=False):
+        arrays = data.maps(str(recs["job_id"].iloc[0])) if "job_id" in recs else None
+        if arrays is None:
+            continue
+        for k, name in enumerate(arrays["names"]):
+            out.append(
+                {
+                    "method": method,
+                    "name": str(name),
+                    "defect_type": str(arrays["defect_types"][k]),
+                    "image": arrays["images"][k],
+                    "mask": arrays["masks"][k] if "masks" in arrays else None,
+                    "map": arrays["maps"][k].astype(np.float32) if "maps" in arrays else None,
+                }
+            )
+    return pd.DataFrame(
+        out,
+        columns=["method", "name", "defect_type", "image", "mask", "map"],
+    )

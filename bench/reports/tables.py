@@ -1,0 +1,311 @@
+"""What each report table holds, independent of the format it is written in.
+
+A :class:`Table` is numbers (mean, std and n over seeds, one cell per row x column), which way
+is better per column, row markers (random-init backbone, the reference setting of an
+ablation) and notes. ``latex``, ``markdown``, ``csv`` and ``html`` only decide how it looks, so
+the four outputs can never disagree.
+
+Best per column: the highest (or lowest, for times and memory) mean *as displayed* (rounded to
+the column's digits), so that two methods that print the same number are both bold. The second
+best distinct value is underlined when at least three rows have a value (with two, underlining
+the other one says nothing).
+
+>>> import pandas as pd
+>>> cols = pd.MultiIndex.from_tuples([("d", "F1")])
+>>> t = Table("t", "T", pd.DataFrame([[0.5], [0.7], [0.6]], ["a", "b", "c"], cols),
+...           pd.DataFrame([[0.1]] * 3, ["a", "b", "c"], cols),
+...           pd.DataFrame([[2]] * 3, ["a", "b", "c"], cols), better={"F1": "higher"})
+>>> t.ranks()[("d", "F1")].tolist()
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from bench.reports.load import (
+    Ablation,
+    RunData,
+    flags_of,
+    random_init_methods,
+    reference_rows,
+    reference_variants,
+    summarize,
+    tidy,
+)
+
+#: The paper's table columns, in order: (record metric key, column header).
+MAIN_METRICS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "Acc."),
+    ("precision", "Prec."),
+    ("recall", "Rec."),
+    ("f1", "F1"),
+    ("auroc", "AUROC"),
+    ("pixel_auroc", "P-AUROC"),
+    ("pixel_aupro", "AUPRO"),
+)
+
+#: The lines of an ablation plot (all seven would hide each other).
+ABLATION_METRICS: tuple[tuple[str, str], ...] = (
+    ("f1", "F1"),
+    ("auroc", "AUROC"),
+    ("pixel_auroc", "P-AUROC"),
+    ("pixel_aupro", "AUPRO"),
+)
+
+#: Timing columns: (record timing key, header, digits, better).
+TIMING_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
+    ("fit_s", "Fit (s)", 1, "lower"),
+    ("ms_per_image", "ms/image", 2, "lower"),
+    ("images_per_s", "images/s", 1, "higher"),
+    ("peak_mem_mb", "Peak mem. (MB)", 0, "lower"),
+)
+
+DAGGER = "dagger"  # row marker: random-init backbone
+REFERENCE = "reference"  # row marker: the setting the main table uses
+
+
+@dataclass(frozen=True)
+class Note:
+    """A footnote; ``marker`` is DAGGER, REFERENCE, "dash" or "" (plain remark)."""
+
+    marker: str
+    text: str
+
+
+@dataclass
+class Table:
+    """One table: rows (methods or parameter values) x (group, column) cells of mean/std/n."""
+
+    name: str  # file stem, e.g. "main", "timing", "ablation_radar_t"
+    caption: str
+    mean: pd.DataFrame  # index: row labels; columns: MultiIndex (group, column header)
+    std: pd.DataFrame
+    n: pd.DataFrame
+    digits: dict[str, int] = field(default_factory=dict)  # column header -> decimals
+    better: dict[str, str] = field(default_factory=dict)  # column header -> higher|lower
+    row_markers: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[Note] = field(default_factory=list)
+    # Hook for significance tests (bench.stats): a string per cell, appended as a superscript,
+    # explained by a Note added by the caller.
+    cell_markers: pd.DataFrame | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"tab:{self.name}"
+
+    def digits_of(self, column: str) -> int:
+        return self.digits.get(column, 2)
+
+    def ranks(self) -> pd.DataFrame:
+        """1 where a cell is its column's best, 2 where second best (see module docs), else 0."""
+        ranks = pd.DataFrame(0, index=self.mean.index, columns=self.mean.columns)
+        for col in self.mean.columns:
+            direction = self.better.get(col[-1])
+            shown = self.mean[col].round(self.digits_of(col[-1]))
+            if direction is None or shown.nunique() < 2:  # all equal: nobody is best
+                continue
+            dense = shown.rank(method="dense", ascending=direction == "lower")
+            ranks[col] = dense.where(dense.le(2 if shown.notna().sum() >= 3 else 1), 0)
+        return ranks.fillna(0).astype(int)
+
+    def has_missing(self) -> bool:
+        return bool(self.mean.isna().to_numpy().any())
+
+    def tidy(self) -> pd.DataFrame:
+        """Long form for CSV: row, group, column, mean, std, n, rank."""
+        ranks = self.ranks()
+        out = [
+            {
+                "row": row,
+                "group": col[0],
+                "column": col[-1],
+                "mean": self.mean.at[row, col],
+                "std": self.std.at[row, col],
+                "n": int(self.n.at[row, col]),
+                "rank": int(ranks.at[row, col]),
+            }
+            for row in self.mean.index
+            for col in self.mean.columns
+        ]
+        return pd.DataFrame(out, columns=["row", "group", "column", "mean", "std", "n", "rank"])
+
+
+def _flag_notes(frame: pd.DataFrame) -> list[Note]:
+    """Flags shared by every row become a plain note (e.g. all runs used the quick preset)."""
+    flags = flags_of(frame)
+    if flags.empty:
+        return []
+    common = set.intersection(*(set(f) for f in flags))
+    return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
+
+
+def _cells(summary: pd.DataFrame, row: str, group: str, column: str) -> pd.DataFrame:
+    """Pivot a (row, group, column) summary into the three cell frames, order preserved."""
+    out = {}
+    for stat in ("mean", "std", "n"):
+        wide = summary.reset_index().pivot_table(
+            index=row, columns=[group, column], values=stat, dropna=False, sort=False
+        )
+        out[stat] = wide
+    return out
+
+
+def _metric_table(
+    ok: pd.DataFrame,
+    row_key: str,
+    metrics: tuple[tuple[str, str], ...],
+    name: str,
+    caption: str,
+) -> Table | None:
+    long = tidy(ok, "metrics.")
+    wanted = dict(metrics)
+    long = long[long["metric"].isin(wanted)]
+    present = [m for m, _ in metrics if long.loc[long["metric"] == m, "value"].notna().any()]
+    if long.empty or not present:
+        return None
+    long = long[long["metric"].isin(present)].copy()
+    long["column"] = long["metric"].map(wanted)
+    summary = summarize(long, [row_key, "dataset", "column"])
+    cells = _cells(summary, row_key, "dataset", "column")
+    # tidy() calls an ablation's parameter value "param_value"; the records call it "value".
+    rows = list(dict.fromkeys(ok["value" if row_key == "param_value" else row_key]))
+    datasets = list(dict.fromkeys(ok["dataset"]))
+    columns = pd.MultiIndex.from_tuples([(d, wanted[m]) for d in datasets for m in present])
+    frames = {k: v.reindex(index=rows, columns=columns) for k, v in cells.items()}
+    frames["n"] = frames["n"].fillna(0).astype(int)
+    for frame in frames.values():
+        frame.index = frame.index.map(str)
+    headers = [wanted[m] for m in present]
+    return Table(
+        name=name,
+        caption=caption,
+        mean=frames["mean"],
+        std=frames["std"],
+        n=frames["n"],
+        digits=dict.fromkeys(headers, 2),
+        better=dict.fromkeys(headers, "higher"),
+    )
+
+
+def _seeds_text(ok: pd.DataFrame) -> str:
+    seeds = sorted(ok["seed"].dropna().astype(int).unique())
+    if len(seeds) == 1:
+        return f"one seed ({seeds[0]})"
+    return f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def main_table(data: RunData, digits: int = 2) -> Table | None:
+    """Rows = methods (reference variants), column groups = datasets, the paper's metrics."""
+    ok = data.ok
+    if ok.empty:
+        return None
+    refs = reference_variants(ok, data.manifests)
+    rows = reference_rows(ok, refs)
+    table = _metric_table(
+        rows,
+        "method",
+        MAIN_METRICS,
+        "main",
+        f"Anomaly detection on each dataset: {_seeds_text(rows)}. Image-level accuracy, "
+        "precision, recall and F1 use each method's own decision; AUROC is threshold-free; "
+        "P-AUROC and AUPRO are pixel level.",
+    )
+    if table is None:
+        return None
+    table.digits = dict.fromkeys(table.digits, digits)
+    _mark_methods(table, rows)
+    return table
+
+
+def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
+    random_init = random_init_methods(rows)
+    for method in random_init:
+        table.row_markers.setdefault(str(method), []).append(DAGGER)
+    if random_init:
+        table.notes.append(
+            Note(DAGGER, "randomly initialised backbone (no pretrained weights available).")
+        )
+    if table.has_missing():
+        table.notes.append(
+            Note("dash", "not available: the method gives no pixel map, or no own decision.")
+        )
+    table.notes.extend(_flag_notes(rows))
+
+
+def _device_text(ok: pd.DataFrame) -> str:
+    names = ok["device_name"].dropna().unique() if "device_name" in ok else []
+    return ", ".join(str(n) for n in names) or "unknown device"
+
+
+def timing_table(data: RunData) -> Table | None:
+    """Fit time, latency, throughput and peak memory of each method's reference variant."""
+    ok = data.ok
+    if ok.empty:
+        return None
+    rows = reference_rows(ok, reference_variants(ok, data.manifests))
+    long = tidy(rows, "timing.")
+    keys = {key: header for key, header, _, _ in TIMING_COLUMNS}
+    long = long[long["metric"].isin(keys)].copy()
+    if long.empty:
+        return None
+    present = [k for k in keys if long.loc[long["metric"] == k, "value"].notna().any()]
+    long["column"] = long["metric"].map(keys)
+    cells = _cells(summarize(long, ["method", "dataset", "column"]), "method", "dataset", "column")
+    methods = list(dict.fromkeys(rows["method"]))
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    columns = pd.MultiIndex.from_tuples([(d, keys[k]) for d in datasets for k in present])
+    frames = {k: v.reindex(index=methods, columns=columns) for k, v in cells.items()}
+    frames["n"] = frames["n"].fillna(0).astype(int)
+    kinds = rows["timing.peak_mem_kind"].dropna().unique() if "timing.peak_mem_kind" in rows else []
+    mem = f" Peak memory: {', '.join(map(str, kinds))}." if len(kinds) else ""
+    table = Table(
+        name="timing",
+        caption=f"Cost on {_device_text(rows)}: {_seeds_text(rows)}. ms/image is the median of "
+        f"the timed single-image calls after warm-up; images/s is the whole test set in one "
+        f"call.{mem}",
+        mean=frames["mean"],
+        std=frames["std"],
+        n=frames["n"],
+        digits={h: d for _, h, d, _ in TIMING_COLUMNS},
+        better={h: b for _, h, _, b in TIMING_COLUMNS},
+    )
+    _mark_methods(table, rows)
+    return table
+
+
+def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
+    """One parameter of one method: rows = its values, column groups = datasets."""
+    rows = ablation.rows
+    if ablation.numeric:
+        rows = rows.sort_values("value", kind="stable")
+    table = _metric_table(
+        rows,
+        "param_value",
+        MAIN_METRICS,
+        f"ablation_{ablation.method}_{ablation.param}",
+        f"Ablation of {ablation.method}: parameter {ablation.param}, every other parameter at "
+        f"its main-table setting; {_seeds_text(rows)}.",
+    )
+    if table is None:
+        return None
+    table.digits = dict.fromkeys(table.digits, digits)
+    table.mean.index.name = table.std.index.name = table.n.index.name = ablation.param
+    ref = str(ablation.reference)
+    if ref in table.mean.index:
+        table.row_markers[ref] = [REFERENCE]
+        table.notes.append(Note(REFERENCE, "the setting used in the main table."))
+    if table.has_missing():
+        table.notes.append(Note("dash", "not available."))
+    if random_init_methods(rows):
+        table.notes.append(Note("", "Randomly initialised backbone (no pretrained weights)."))
+    table.notes.extend(_flag_notes(rows))
+    return table
+
+
+def all_tables(data: RunData, ablation_list: list[Ablation], digits: int = 2) -> list[Table]:
+    tables = [main_table(data, digits), timing_table(data)]
+    tables += [ablation_table(a, digits) for a in ablation_list]
+    return [t for t in tables if t is not None]

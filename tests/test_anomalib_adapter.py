@@ -1,0 +1,214 @@
+"""anomalib adapter: typed parameters from constructor signatures, weight checks, and a tiny fit
+of every registered model that can run offline (random weights); the others must fail clearly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench import registry
+from bench.datasets.synthetic import SyntheticDataset
+from bench.errors import ConfigError
+from bench.interface import RunContext
+from bench.metrics import compute_metrics
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+aa = pytest.importorskip("bench.methods.anomalib_adapter")
+wts = pytest.importorskip("bench.methods.weights")
+
+# Offline with random weights (or none needed); tiny overrides so that each fit takes seconds.
+# One training step for the models that train (memory-bank models fit in one pass anyway).
+OFFLINE: dict[str, dict[str, object]] = {
+    "patchcore": {"backbone": "resnet18", "coreset_sampling_ratio": 0.05},
+    "padim": {},
+    "fastflow": {"flow_steps": 2, "max_steps": 1},
+    "cflow": {
+        "backbone": "resnet18",
+        "layers": ("layer2", "layer3"),
+        "coupling_blocks": 2,
+        "fiber_batch_size": 4,
+        "max_steps": 1,
+    },
+    "reverse_distillation": {"backbone": "resnet18", "max_steps": 1},
+    "dfm": {"backbone": "resnet18", "pooling_kernel_size": 1},
+    "dfkde": {"n_pca_components": 4},
+    "fre": {"backbone": "resnet18", "latent_dim": 8, "max_steps": 1},
+    "ganomaly": {"n_features": 8, "latent_vec_size": 8, "batch_size": 3, "max_steps": 1},
+    "draem": {"max_steps": 1},
+}
+NEEDS_PRETRAINED = [
+    "efficientad",
+    "stfpm",
+    "supersimplenet",
+    "dinomaly",
+    "uflow",
+    "csflow",
+    "cfa",
+    "dsr",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_sets():
+    ds = SyntheticDataset(size=32, n_train=6, n_test_good=3, n_test_anomalous=3)
+    spec = aa.AnomalibDetector(
+        aa.params_class("Padim", "padim")(image_size=32), "Padim", "padim"
+    ).input_spec
+    return ds.load("train", spec, 0), ds.load("test", spec, 0)
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """Point every weight cache at an empty folder, as on CI."""
+    import anomalib.utils.path as apath
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(apath, "get_pretrained_weights_dir", lambda: tmp_path / "anomalib")
+    before = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch"))
+    yield tmp_path
+    torch.hub.set_dir(before)
+
+
+def test_every_named_model_is_registered():
+    known = registry.methods()
+    for name in [*OFFLINE, *NEEDS_PRETRAINED]:
+        assert name in known, name
+    assert set(aa.MODEL_NAMES) == set(OFFLINE) | set(NEEDS_PRETRAINED)
+    # further models discovered from anomalib.models are registered too
+    assert "glass" in known and known["glass"].summary.startswith("anomalib Glass")
+
+
+def test_params_are_typed_from_the_signature():
+    params = registry.build_params(
+        "patchcore",
+        "paper",
+        {"coreset_sampling_ratio": "0.01", "layers": "layer2,layer3", "weights": "random"},
+    )
+    assert params.coreset_sampling_ratio == 0.01
+    assert params.layers == ("layer2", "layer3")
+    assert params.image_size == 256 and params.max_epochs == 1
+    fields = registry.param_fields(type(params))
+    assert "pre_trained" not in fields and "post_processor" not in fields
+    # enums become their values; unions of scalars and tuples are kept
+    dfkde = registry.param_fields(aa.params_class("Dfkde", "dfkde"))
+    assert dfkde["feature_scaling_method"][1] == "scale"
+    assert registry.build_params("draem", "paper", {"beta": "0.3"}).beta == 0.3
+    assert registry.build_params("draem", "paper", {"beta": "0.1,0.5"}).beta == (0.1, 0.5)
+    assert registry.build_params("efficientad").train_batch_size == 1
+    assert registry.build_params("padim", "quick").image_size == 128
+
+
+@pytest.mark.parametrize(
+    ("name", "sets", "needle"),
+    [
+        ("patchcore", {"coreset_sampling_ratio": "lots"}, "expected a number"),
+        ("padim", {"weights": "maybe"}, "expected one of auto, pretrained, random"),
+        ("padim", {"image_size": "8"}, "padim.image_size must be >= 32"),
+        ("padim", {"pre_trained": "true"}, "unknown parameter of padim"),
+        ("dfkde", {"feature_scaling_method": "bogus"}, "expected one of"),
+        ("stfpm", {"weights": "random"}, "always loads pretrained weights"),
+    ],
+)
+def test_bad_values_give_one_line_errors(name, sets, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        registry.build_params(name, "paper", sets)
+    assert "\n" not in str(info.value)
+
+
+def test_any_anomalib_class_resolves_by_name():
+    entry = registry.get_method("anomalib:Padim")
+    assert entry.name == "anomalib:Padim"
+    params = registry.build_params("anomalib:Padim", "paper", {"backbone": "resnet34"})
+    assert registry.build_detector("anomalib:Padim", params).class_name == "Padim"
+    with pytest.raises(ConfigError, match="did you mean 'Padim'"):
+        registry.get_method("anomalib:Padm")
+
+
+def test_weight_availability_reads_local_caches(empty_caches):
+    assert wts.required_weights("Ganomaly", {}) == []
+    (missing,) = wts.required_weights("Padim", {"backbone": "resnet18"})
+    assert not missing.present and "resnet18" in missing.what
+    assert "runs offline with padim.weights=random" in wts.availability(
+        "Padim", {"backbone": "resnet18"}, "padim"
+    )
+    # a file in anomalib's folder is found
+    target = empty_caches / "anomalib" / "dsr" / "vq_model_pretrained_128_4096.pckl"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"x")
+    assert wts.availability("Dsr", {}) == "available"
+
+
+@pytest.mark.parametrize("name", NEEDS_PRETRAINED)
+def test_models_without_local_weights_fail_clearly(name, empty_caches, tiny_sets, tmp_path):
+    params = registry.build_params(name, "paper", {"image_size": "32"})
+    detector = registry.build_detector(name, params)
+    ctx = RunContext(seed=0, device=torch.device("cpu"), work_dir=tmp_path / "w")
+    with pytest.raises(ConfigError, match="pretrained weights not found locally") as info:
+        detector.fit(tiny_sets[0], ctx)
+    text = str(info.value)
+    assert "\n" not in text and "expected /" in text and name in text
+
+
+def test_auto_weights_error_names_the_random_flag(empty_caches, tiny_sets, tmp_path):
+    detector = registry.build_detector("padim", registry.build_params("padim"))
+    ctx = RunContext(seed=0, device=torch.device("cpu"), work_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"--set padim.weights=random"):
+        detector.fit(tiny_sets[0], ctx)
+
+
+@pytest.mark.parametrize("name", list(OFFLINE))
+def test_offline_models_fit_and_predict(name, tiny_sets, tmp_path, capfd):
+    train, test = tiny_sets
+    sets = {"image_size": 32, "max_epochs": 1, "train_batch_size": 3, "eval_batch_size": 4}
+    sets.update(OFFLINE[name])
+    if wts.needs_weights(aa.MODEL_NAMES[name]):
+        sets["weights"] = "random"
+    params = registry.build_params(name, "paper", sets)
+    detector = registry.build_detector(name, params)
+    ctx = RunContext(seed=0, device=torch.device("cpu"), work_dir=tmp_path / "work")
+    pred = detector.fit(train, ctx).predict(test)
+
+    assert pred.scores.shape == (len(test),) and torch.isfinite(pred.scores).all()
+    assert pred.decisions is not None and set(pred.decisions.tolist()) <= {0, 1}
+    if pred.maps is not None:
+        assert pred.maps.shape == (len(test), 32, 32) and torch.isfinite(pred.maps).all()
+    metrics = compute_metrics(test, pred)
+    assert 0.0 <= metrics["auroc"] <= 1.0
+    random_init = sets.get("weights") == "random"
+    assert detector.flags == (["weights:random"] if random_init else [])
+    assert detector.fit_info_["validation"] == "training normals"
+    # Lightning writes to the run folder, not to the terminal
+    assert (tmp_path / "work" / "lightning.log").is_file()
+    out, err = capfd.readouterr()
+    assert "GPU available" not in out + err and "Coreset" not in out + err
+
+
+def test_same_seed_same_scores(tiny_sets, tmp_path):
+    train, test = tiny_sets
+    sets = {"image_size": 32, "weights": "random"}
+    runs = []
+    for i in range(2):
+        detector = registry.build_detector("padim", registry.build_params("padim", "paper", sets))
+        ctx = RunContext(seed=3, device=torch.device("cpu"), work_dir=tmp_path / str(i))
+        runs.append(detector.fit(train, ctx).predict(test).scores)
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_params_survive_the_json_round_trip():
+    params = registry.build_params("patchcore", "paper", {"layers": "layer2"})
+    again = registry.build_params("patchcore", "paper", registry.params_dict(params))
+    assert again == params
+
+
+def test_hub_offline_is_restored():
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    with wts.hub_offline():
+        assert constants.HF_HUB_OFFLINE is True
+    assert before == constants.HF_HUB_OFFLINE

@@ -1,0 +1,112 @@
+"""Pixel-space statistical baselines: shapes, own decisions, PCA maps, seeds, and a runner job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import registry
+from bench.datasets.synthetic import SyntheticDataset
+from bench.errors import ConfigError
+from bench.interface import ImageSet, RunContext
+from bench.methods.classical import PCAParams, PixelDetector, pixel_vectors
+from bench.metrics import compute_metrics
+
+NAMES = ["iforest", "ocsvm", "lof", "pca"]
+
+
+def ctx(seed: int = 0) -> RunContext:
+    return RunContext(seed=seed, device=torch.device("cpu"), work_dir=Path("."))
+
+
+@pytest.fixture(scope="module")
+def sets():
+    ds = SyntheticDataset(size=48, n_train=30, n_test_good=10, n_test_anomalous=10)
+    spec = registry.build_detector(
+        "pca", registry.build_params("pca", "paper", {"image_size": "48"})
+    )
+    return ds.load("train", spec.input_spec, 0), ds.load("test", spec.input_spec, 0)
+
+
+def test_pixel_vectors_average_areas():
+    x = torch.zeros(1, 3, 4, 4)
+    x[..., :2, :2] = 1.0
+    v = pixel_vectors(x, 2)
+    assert v.shape == (1, 4)
+    assert torch.allclose(v, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_predict_scores_and_decisions(name, sets):
+    train, test = sets
+    params = registry.build_params(name, "paper", {"image_size": "48", "vector_size": "16"})
+    pred = registry.build_detector(name, params).fit(train, ctx()).predict(test)
+    assert pred.scores.shape == (len(test),) and torch.isfinite(pred.scores).all()
+    assert set(pred.decisions.tolist()) <= {0, 1}
+    if name == "pca":
+        assert pred.maps.shape == (len(test), 48, 48)
+    else:
+        assert pred.maps is None
+    m = compute_metrics(test, pred)
+    assert 0.0 <= m["auroc"] <= 1.0
+    # the own threshold is set from ~contamination of the training images (OCSVM's nu is
+    # only a bound: it flags more of its support vectors)
+    if name == "ocsvm":
+        return
+    train_pred = registry.build_detector(name, params).fit(train, ctx()).predict(train)
+    assert train_pred.decisions.float().mean() <= 0.2
+
+
+def test_pca_detects_a_planted_bright_square():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 16, 16, generator=g)
+    train = base + 0.02 * torch.randn(20, 1, 16, 16, generator=g)
+    test = torch.cat([base.clone(), base.clone()])
+    test[1, :, 4:8, 4:8] += 0.8
+    mk = lambda x, y: ImageSet(x.clamp(0, 1), torch.tensor(y), None, [f"{i}" for i in y])  # noqa: E731
+    det = PixelDetector("pca", PCAParams(image_size=16, vector_size=16, standardize=False))
+    pred = det.fit(mk(train, [0] * 20), ctx()).predict(mk(test, [0, 1]))
+    assert pred.scores[1] > 10 * pred.scores[0]
+    assert pred.decisions.tolist() == [0, 1]
+    # the residual map peaks inside the square
+    peak = int(pred.maps[1].argmax())
+    assert 4 <= peak // 16 < 8 and 4 <= peak % 16 < 8
+
+
+def test_iforest_is_seeded(sets):
+    train, test = sets
+    params = registry.build_params("iforest", "paper", {"image_size": "48"})
+    a = registry.build_detector("iforest", params).fit(train, ctx(1)).predict(test).scores
+    b = registry.build_detector("iforest", params).fit(train, ctx(1)).predict(test).scores
+    c = registry.build_detector("iforest", params).fit(train, ctx(2)).predict(test).scores
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize(
+    ("name", "sets_", "needle"),
+    [
+        ("pca", {"n_components": "2.5"}, "pca.n_components must be"),
+        ("lof", {"n_neighbors": "0"}, "lof.n_neighbors must be >= 1"),
+        ("ocsvm", {"gamma": "wide"}, "ocsvm.gamma must be scale, auto or a positive number"),
+        ("iforest", {"vector_size": "500"}, "iforest.vector_size must be between 1"),
+        ("ocsvm", {"kernel": "cubic"}, "expected one of rbf"),
+    ],
+)
+def test_bad_parameters(name, sets_, needle):
+    with pytest.raises(ConfigError, match=needle):
+        registry.build_params(name, "paper", sets_)
+
+
+def test_runner_records_a_classical_job(tmp_path):
+    from bench import runner
+    from bench.config import RunConfig
+
+    cfg = RunConfig(methods=["pca", "iforest"], datasets=["synthetic"], device="cpu")
+    cfg.timing_repeats = 1
+    outcome = runner.run(cfg, results_dir=tmp_path)
+    assert not outcome.failed, [r.get("error") for r in outcome.failed]
+    by_method = {r["method"]: r for r in outcome.records}
+    assert by_method["pca"]["metrics"]["pixel_auroc"] is not None
+    assert 0.0 <= by_method["iforest"]["metrics"]["auroc"] <= 1.0

@@ -1,0 +1,345 @@
+"""bench report: table content (mean/std, bold on the true best), LaTeX that compiles, figures
+that open, the index page, and the run-time arrays (maps, latency repeats) reports read."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from bench import cli
+from bench.interface import ImageSet, Prediction
+from bench.registry import MethodEntry, register_method
+from bench.reports import latex, markdown
+from bench.reports.examples import example_maps, pick_examples
+from bench.reports.load import ablations, load_run, reference_variants
+from bench.reports.tables import (
+    DAGGER,
+    REFERENCE,
+    Note,
+    ablation_table,
+    main_table,
+    timing_table,
+)
+from bench.store import RunStore
+
+PDFLATEX = shutil.which("pdflatex")
+NEEDS_PDFLATEX = pytest.mark.skipif(
+    PDFLATEX is None,
+    reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)",
+)
+
+
+# ---------------------------------------------------------------- hand-written records
+
+
+_CLOCK = itertools.count()
+
+
+def _rec(job, method, seed, metrics, *, dataset="synthetic", flags=(), params=None, run="r"):
+    params = params or {"k": 1}
+    return {
+        "job_id": job,
+        "run_id": run,
+        "method": method,
+        "params": params,
+        "params_hash": f"{method}-{sorted(params.items())}",
+        "preset": "quick",
+        "dataset": dataset,
+        "seed": seed,
+        "device_name": "Test CPU",
+        "status": "ok",
+        "flags": ["preset:quick", *flags],
+        "metrics": metrics,
+        "timing": {
+            "fit_s": 1.0 + seed,
+            "ms_per_image": 2.0,
+            "images_per_s": 500.0,
+            "peak_mem_mb": 100.0,
+            "latency_ms": [2.0, 2.5, 1.5],
+        },
+        "started_at": f"2026-01-01T{next(_CLOCK):08d}",  # in write order
+        "finished_at": f"2026-01-01T00:01:0{seed}",
+    }
+
+
+F1 = {  # method -> F1 per seed; best = "b" (0.80 +- 0.02), second = "c", then "a"
+    "a": [0.50, 0.60],
+    "b": [0.78, 0.82],
+    "c": [0.70, 0.70],
+}
+
+
+@pytest.fixture
+def handmade(tmp_path) -> Path:
+    store = RunStore(tmp_path / "run")
+    for method, values in F1.items():
+        for seed, f1 in enumerate(values):
+            metrics = {"f1": f1, "auroc": 0.9 - 0.1 * seed, "pixel_auroc": 0.8}
+            if method == "c":  # no pixel maps
+                metrics.pop("pixel_auroc")
+            flags = ["weights:random"] if method == "a" else []
+            store.write_record(_rec(f"{method}{seed}", method, seed, metrics, flags=flags))
+    # a single-seed method: no std shown
+    store.write_record(_rec("d0", "d", 0, {"f1": 0.1, "auroc": 0.5, "pixel_auroc": 0.5}))
+    # a failed job is reported but in no table
+    failed = _rec("e0", "e", 0, {})
+    failed.update(status="failed", error="RuntimeError: boom")
+    store.write_record(failed)
+    return tmp_path / "run"
+
+
+def test_main_table_mean_std_and_ranks(handmade):
+    table = main_table(load_run(handmade))
+    assert list(table.mean.index) == ["a", "b", "c", "d"]  # failed "e" left out
+    col = ("synthetic", "F1")
+    for method, values in F1.items():
+        assert table.mean.at[method, col] == pytest.approx(np.mean(values))
+        assert table.std.at[method, col] == pytest.approx(np.std(values, ddof=1))
+        assert table.n.at[method, col] == 2
+    assert table.n.at["d", col] == 1 and np.isnan(table.std.at["d", col])
+    ranks = table.ranks()[col]
+    assert ranks.to_dict() == {"a": 0, "b": 1, "c": 2, "d": 0}
+    # AUROC: a, b, c tie at 0.85 (as displayed): all bold; d is the next distinct value
+    assert table.ranks()[("synthetic", "AUROC")].to_dict() == {"a": 1, "b": 1, "c": 1, "d": 2}
+    assert np.isnan(table.mean.at["c", ("synthetic", "P-AUROC")])
+    assert table.row_markers == {"a": [DAGGER]}
+
+
+def test_latex_cells_bold_underline_dash_dagger(handmade):
+    tex = latex.to_latex(main_table(load_run(handmade)))
+    lines = {line.split(" & ")[0]: line for line in tex.splitlines() if " & " in line}
+    assert "{\\boldmath $0.80\\pm0.03$}" in lines["b"]  # std of (0.78, 0.82) = 0.028
+    assert "\\underline{$0.70\\pm0.00$}" in lines["c"]
+    assert "$0.55\\pm0.07$" in lines["a$^{\\dagger}$"]
+    assert "$0.10$" in lines["d"] and "\\pm" not in lines["d"]  # one seed: no std
+    assert lines["c"].count("--") == 1  # no pixel map
+    for needle in ("\\toprule", "\\midrule", "\\bottomrule", "\\caption{", "\\label{tab:main}"):
+        assert needle in tex
+    assert "randomly initialised" in tex and "--~not available" in tex
+    assert "preset:quick" in tex  # shared flags are stated, never silently mixed
+
+
+def test_markdown_and_csv_agree_with_latex(handmade, tmp_path):
+    table = main_table(load_run(handmade))
+    md = markdown.to_markdown(table)
+    assert "**0.80 ± 0.03**" in md and "*0.70 ± 0.00*" in md and "| a† |" in md
+    from bench.reports.csv_out import write_csv
+
+    csv = pd.read_csv(write_csv(table, tmp_path))
+    best = csv[(csv["column"] == "F1") & (csv["rank"] == 1)]
+    assert best["row"].tolist() == ["b"] and best["mean"].iloc[0] == pytest.approx(0.80)
+
+
+def test_significance_hook_marks_cells(handmade):
+    table = main_table(load_run(handmade))
+    table.cell_markers = pd.DataFrame("", index=table.mean.index, columns=table.mean.columns)
+    table.cell_markers.loc["b", ("synthetic", "F1")] = "*"
+    table.notes.append(Note("", "* significantly better than the runner-up (paired bootstrap)."))
+    assert "$0.80\\pm0.03^{*}$" in latex.to_latex(table)
+    assert "0.80 ± 0.03<sup>*</sup>" in markdown.to_markdown(table)
+
+
+def test_timing_table_lower_is_better(handmade):
+    table = timing_table(load_run(handmade))
+    col = ("synthetic", "Fit (s)")
+    assert table.mean.at["a", col] == pytest.approx(1.5)  # seeds 0, 1 -> 1.0, 2.0
+    assert table.ranks().at["d", col] == 1  # one seed at 1.0 s: the fastest fit
+    assert "Test CPU" in table.caption
+
+
+def test_reference_variant_and_ablation_from_params(tmp_path):
+    store = RunStore(tmp_path / "run")
+    for value in (8, 2, 4):
+        for seed in (0, 1):
+            rec = _rec(f"m{value}{seed}", "m", seed, {"f1": value / 10}, params={"k": value})
+            store.write_record(rec)
+    data = load_run(tmp_path / "run")
+    # no manifest: the reference is the variant that started first (all have two jobs)
+    refs = reference_variants(data.ok)
+    (sweep,) = ablations(data.ok, refs)
+    assert (
+        sweep.param == "k" and sweep.numeric and sorted(sweep.rows["value"]) == [2, 2, 4, 4, 8, 8]
+    )
+    assert refs["m"] == data.ok.loc[data.ok["params.k"] == 8, "params_hash"].iloc[0]
+    table = ablation_table(sweep)
+    assert list(table.mean.index) == ["2", "4", "8"] and table.row_markers == {"8": [REFERENCE]}
+    assert table.ranks()[("synthetic", "F1")].tolist() == [0, 2, 1]
+    # the run manifests name the reference: the run without --set for "m" (here k=4)
+    store4 = RunStore(tmp_path / "run4")
+    for seed in (0, 1):
+        rec = _rec(f"n{seed}", "m", seed, {"f1": 0.4}, params={"k": 4}, run="r4")
+        store4.write_record(rec)
+    store4.write_manifest({"run_id": "r4", "config": {"methods": ["m"], "sets": {}}})
+    (tmp_path / "run" / "jobs" / "m40.json").unlink()  # k=4 now lives in run r4 only
+    (tmp_path / "run" / "jobs" / "m41.json").unlink()
+    data = load_run(tmp_path)
+    refs = reference_variants(data.ok, data.manifests)
+    assert refs["m"] == data.ok.loc[data.ok["params.k"] == 4, "params_hash"].iloc[0]
+
+
+def test_list_valued_parameter_ablation(tmp_path):
+    store = RunStore(tmp_path / "run")
+    for i, channels in enumerate(([1, 2], [0])):
+        for seed in (0, 1):
+            params = {"channels": channels}
+            store.write_record(_rec(f"c{i}{seed}", "m", seed, {"f1": 0.5 + i / 10}, params=params))
+    data = load_run(tmp_path / "run")
+    (sweep,) = ablations(data.ok, reference_variants(data.ok))
+    table = ablation_table(sweep)
+    assert list(table.mean.index) == ["(1, 2)", "(0)"]
+    assert table.row_markers == {"(1, 2)": [REFERENCE]}
+
+
+# ---------------------------------------------------------------- run-time side
+
+
+def test_examples_are_chosen_by_name_and_keep_thin_defects():
+    names = ["test/scratch/001.png", "test/good/000.png", "test/scratch/000.png", "test/good/1"]
+    types = ["scratch", "good", "scratch", "good"]
+    assert pick_examples(names, types, per_type=1) == [2, 1]
+    masks = torch.zeros(4, 128, 128, dtype=torch.bool)
+    masks[2, 10:100, 64] = True  # a one-pixel-wide scratch
+    test = ImageSet(torch.rand(4, 3, 128, 128), torch.tensor([1, 0, 1, 0]), masks, names, types)
+    out = example_maps(test, Prediction(scores=torch.rand(4), maps=None))
+    assert out["images"].shape == (4, 3, 64, 64) and out["images"].dtype == np.uint8
+    assert out["masks"][0].sum() > 0  # survived the 2x downsampling
+    assert "maps" not in out
+
+
+# ---------------------------------------------------------------- end to end
+
+
+class _RandomInit:
+    flags: ClassVar[list[str]] = ["weights:random"]
+
+
+def _register_test_methods() -> None:
+    from helpers import MeanDiff, MeanDiffParams, register_meandiff
+
+    class RandomMean(_RandomInit, MeanDiff):
+        name = "randmean"
+
+    class NoMaps(MeanDiff):
+        name = "nomaps"
+
+        def predict(self, test):
+            pred = super().predict(test)
+            return Prediction(scores=pred.scores, decisions=None, maps=None)
+
+    register_meandiff()
+    register_method(
+        MethodEntry("randmean", MeanDiffParams, RandomMean, "test", {"quick": {"image_size": 16}})
+    )
+    register_method(
+        MethodEntry("nomaps", MeanDiffParams, NoMaps, "test", {"quick": {"image_size": 16}})
+    )
+
+
+def _bench(argv: list[str]) -> int:
+    old = sys.argv
+    sys.argv = ["bench", *argv]
+    try:
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+    finally:
+        sys.argv = old
+    return int(done.value.code or 0)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """Three methods x 2 seeds on the synthetic set, plus a meandiff.image_size ablation."""
+    _register_test_methods()
+    root = tmp_path_factory.mktemp("h6")
+    common = ["--datasets", "synthetic", "--seeds", "0,1", "--results-dir", str(root / "runs")]
+    common += ["--timing-repeats", "3", "--preset", "quick"]
+    assert _bench(["run", "--methods", "meandiff,randmean,nomaps", *common]) == 0
+    assert _bench(["run", "--methods", "meandiff", "--set", "meandiff.image_size=16", *common]) == 0
+    out = root / "report"
+    assert _bench(["report", str(root / "runs"), "--out", str(out)]) == 0
+    return root / "runs", out
+
+
+def test_runner_stores_what_reports_need(report):
+    runs, _ = report
+    data = load_run(runs)
+    assert len(data.ok) == 8
+    for _, rec in data.ok.iterrows():
+        assert len(rec["timing.latency_ms"]) == 3
+        arrays = data.maps(rec["job_id"])
+        # 2 per defect type (4 defect kinds + good), the same names for every method
+        assert len(arrays["names"]) == 10 and arrays["images"].shape[-1] <= 64
+        assert ("maps" in arrays) == (rec["method"] != "nomaps")
+    names = {tuple(data.maps(j)["names"]) for j in data.ok["job_id"]}
+    assert len(names) == 1
+
+
+def test_report_writes_every_output(report):
+    runs, out = report
+    tables = {p.name for p in (out / "tables").iterdir()}
+    stems = ["main", "timing", "ablation_meandiff_image_size"]
+    assert {f"{s}.{ext}" for s in stems for ext in ("tex", "md", "csv")} <= tables
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert figures == {
+        "latency",
+        "fit_time",
+        "frontier",
+        "roc_synthetic",
+        "qualitative_synthetic",
+        "ablation_meandiff_image_size",
+    }
+    for png in (out / "figures").glob("*.png"):
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            assert im.size[0] >= 600 and im.info["dpi"][0] == pytest.approx(300, abs=1)
+            assert np.asarray(im.convert("L")).std() > 5  # not a blank canvas
+        pdf = png.with_suffix(".pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"%%EOF" in pdf[-64:] and len(pdf) > 2000
+    # main table: reference variant (quick preset, 24 px), not the 16 px ablation variant
+    main = pd.read_csv(out / "tables" / "main.csv")
+    data = load_run(runs)
+    md = data.ok[(data.ok["method"] == "meandiff") & (data.ok["params.image_size"] == 24)]
+    got = main[(main["row"] == "meandiff") & (main["column"] == "AUROC")]["mean"].iloc[0]
+    assert got == pytest.approx(md["metrics.auroc"].mean())
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert 'href="tables/main.tex"' in page
+    assert data.manifests[0]["device_name"] in page
+    for needle in ("meandiff", "randmean†", "git", "seeds", "torch"):
+        assert needle in page
+
+
+@NEEDS_PDFLATEX
+def test_every_tex_compiles(report, handmade, tmp_path):
+    _, out = report
+    tex_files = sorted((out / "tables").glob("*.tex"))
+    tex_files.append(latex.write_latex(main_table(load_run(handmade)), tmp_path / "hand"))
+    doc = tmp_path / "doc.tex"
+    doc.write_text(latex.standalone_document(tex_files))
+    proc = subprocess.run(
+        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_report_of_nothing_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _bench(["report", str(tmp_path / "empty")]) == 2
+    assert "no job records" in capsys.readouterr().err
+    assert _bench(["report", "no-such-run", "--results-dir", str(tmp_path)]) == 2
