@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import f1_score, roc_auc_score
 
 from bench import cli
 from bench.interface import ImageSet, Prediction
@@ -343,3 +344,49 @@ def test_report_of_nothing_is_a_one_line_error(tmp_path, capsys):
     assert _bench(["report", str(tmp_path / "empty")]) == 2
     assert "no job records" in capsys.readouterr().err
     assert _bench(["report", "no-such-run", "--results-dir", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- significance (paired bootstrap)
+
+
+def _scored_run(tmp_path: Path, gap: float) -> Path:
+    """Methods "good" and "near" (``gap`` less separable) plus "poor", 2 seeds, 60 images."""
+    rng = np.random.default_rng(0)
+    store = RunStore(tmp_path / "sig")
+    labels = np.r_[np.zeros(30, int), np.ones(30, int)]
+    names = [f"img{i:02d}" for i in range(60)]
+    for seed in (0, 1):
+        base = rng.normal(size=60)
+        for method, shift in (("good", 2.0), ("near", 2.0 - gap), ("poor", 0.3)):
+            scores = base * 0.5 + rng.normal(size=60) + shift * labels
+            auroc = float(roc_auc_score(labels, scores))
+            threshold = float(np.quantile(scores[:30], 0.95))
+            f1 = float(f1_score(labels, scores > threshold))
+            rec = _rec(f"{method}{seed}", method, seed, {"auroc": auroc, "f1": f1})
+            rec.update(threshold_rule="calibrated", threshold=threshold)
+            store.write_record(rec)
+            frame = pd.DataFrame(
+                {"name": names, "defect_type": "x", "label": labels, "score": scores}
+            )
+            store.write_scores(f"{method}{seed}", frame)
+    return tmp_path / "sig"
+
+
+def test_significance_marks_a_clear_lead_and_reports_every_p_value(tmp_path) -> None:
+    from bench.reports.significance import SIGNIFICANT
+
+    table = main_table(load_run(_scored_run(tmp_path, gap=1.7)))
+    auroc = table.cell_markers[("synthetic", "AUROC")]
+    assert auroc["good"] == SIGNIFICANT and auroc["near"] == "" and auroc["poor"] == ""
+    note = next(n.text for n in table.notes if "paired bootstrap" in n.text)
+    assert "AUROC on synthetic: good vs near p=" in note and "F1 on synthetic" in note
+    assert "calibrated on held-out normal" in table.caption
+    assert SIGNIFICANT in latex.to_latex(table)
+
+
+def test_significance_leaves_a_lead_within_noise_unmarked(tmp_path) -> None:
+    table = main_table(load_run(_scored_run(tmp_path, gap=0.05)))
+    # AUROC only: each method's F1 uses its own calibrated threshold, which is fixed in the
+    # bootstrap, so two equally separable methods can still differ in F1 for real.
+    auroc = table.cell_markers[("synthetic", "AUROC")]  # tested...
+    assert (auroc == "").all()  # ...and not marked

@@ -197,7 +197,7 @@ def _seeds_text(ok: pd.DataFrame) -> str:
     return f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def main_table(data: RunData, digits: int = 2) -> Table | None:
+def main_table(data: RunData, digits: int = 2, significance: bool = True) -> Table | None:
     """Rows = methods (reference variants), column groups = datasets, the paper's metrics."""
     ok = data.ok
     if ok.empty:
@@ -210,14 +210,32 @@ def main_table(data: RunData, digits: int = 2) -> Table | None:
         MAIN_METRICS,
         "main",
         f"Anomaly detection on each dataset: {_seeds_text(rows)}. Image-level accuracy, "
-        "precision, recall and F1 use each method's own decision; AUROC is threshold-free; "
+        f"precision, recall and F1 use {_rule_text(rows)}; AUROC is threshold-free; "
         "P-AUROC and AUPRO are pixel level.",
     )
     if table is None:
         return None
     table.digits = dict.fromkeys(table.digits, digits)
     _mark_methods(table, rows)
+    if significance:
+        from bench.reports.significance import mark_significance
+
+        mark_significance(table, data, rows)
     return table
+
+
+_RULE_TEXT = {
+    "calibrated": "a threshold calibrated on held-out normal training images (no test label)",
+    "own": "each method's own decision",
+    "oracle": "the F1-maximising threshold on the test set (ORACLE: an upper bound, not a result)",
+}
+
+
+def _rule_text(rows: pd.DataFrame) -> str:
+    rules = sorted(rows["threshold_rule"].dropna().unique()) if "threshold_rule" in rows else []
+    if not rules:
+        return "each method's own decision"
+    return " / ".join(_RULE_TEXT.get(r, str(r)) for r in rules)
 
 
 def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
