@@ -402,6 +402,12 @@ def report(
         Path("results/runs"), "--results-dir", help="Where run ids are looked up."
     ),
     digits: int = typer.Option(2, "--digits", help="Decimals of the metrics in the tables."),
+    interval: str = typer.Option(
+        "std",
+        "--interval",
+        help="Main-table spread: std (mean ± std over seeds) or bootstrap (95% interval over "
+        "test images).",
+    ),
 ) -> None:
     """LaTeX/Markdown/CSV tables, figures and index.html from stored records (never reruns)."""
     from bench.reports.build import write_report
@@ -411,7 +417,9 @@ def report(
         raise ConfigError(f"{source}: neither a results folder/file nor a run id in {results_dir}")
     if not 0 <= digits <= 6:
         raise ConfigError(f"--digits {digits}: expected an integer from 0 to 6")
-    result = write_report(path, out, digits)
+    if interval not in ("std", "bootstrap"):
+        raise ConfigError(f"--interval {interval!r}: expected std or bootstrap")
+    result = write_report(path, out, digits, interval)
     n_figures = len(result.files.get("png", []))
     console.print(f"report: {result.index} ({len(result.tables)} tables, {n_figures} figures)")
     for reason in result.skipped:

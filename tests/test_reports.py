@@ -390,3 +390,20 @@ def test_significance_leaves_a_lead_within_noise_unmarked(tmp_path) -> None:
     # bootstrap, so two equally separable methods can still differ in F1 for real.
     auroc = table.cell_markers[("synthetic", "AUROC")]  # tested...
     assert (auroc == "").all()  # ...and not marked
+
+
+def test_bootstrap_interval_replaces_std_where_records_have_one(tmp_path) -> None:
+    store = RunStore(tmp_path / "ci")
+    for seed, ci in ((0, [0.70, 0.90]), (1, [0.74, 0.94])):
+        rec = _rec(f"m{seed}", "m", seed, {"auroc": 0.8 + 0.02 * seed, "pixel_auroc": 0.6})
+        rec["metrics_ci"] = {"auroc": ci}
+        store.write_record(rec)
+    table = main_table(load_run(tmp_path / "ci"), interval="bootstrap", significance=False)
+    col = ("synthetic", "AUROC")
+    assert table.low.at["m", col] == pytest.approx(0.72)
+    assert table.high.at["m", col] == pytest.approx(0.92)
+    md = markdown.to_markdown(table)
+    assert "0.81 [0.72, 0.92]" in md  # the interval, not ± std
+    assert "0.60" in md and "bootstrap interval" in table.caption  # pixel cell: no interval
+    assert "0.81\\,[0.72,0.92]" in latex.to_latex(table)
+    assert "0.81 ± " in markdown.to_markdown(main_table(load_run(tmp_path / "ci")))  # default

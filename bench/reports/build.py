@@ -49,7 +49,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
 
 
-def write_report(source: Path, out_dir: Path, digits: int = 2) -> ReportOutput:
+def write_report(
+    source: Path, out_dir: Path, digits: int = 2, interval: str = "std"
+) -> ReportOutput:
     """Write tables, figures and ``index.html`` for the records under ``source``."""
     data = load_run(source)
     ok = data.ok
@@ -60,7 +62,7 @@ def write_report(source: Path, out_dir: Path, digits: int = 2) -> ReportOutput:
     refs = reference_variants(ok, data.manifests)
     rows = reference_rows(ok, refs)
     sweeps = ablations(ok, refs)
-    tables = all_tables(data, sweeps, digits)
+    tables = all_tables(data, sweeps, digits, interval)
     result = ReportOutput(out_dir, out_dir / "index.html", tables)
 
     table_files = []

@@ -50,6 +50,7 @@ def table_html(table: Table) -> str:
                 int(table.n.iat[i, j]),
                 table.digits_of(col[-1]),
                 marker,
+                table.interval_of(i, j),
             )
     index = [
         r + "".join(MARKERS.get(m, "") for m in table.row_markers.get(r, []))

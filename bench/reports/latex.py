@@ -53,12 +53,22 @@ def latex_escape(text: str) -> str:
     return _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group()], str(text))
 
 
-def cell_text(mean: float, std: float, n: int, digits: int, marker: str = "") -> str:
-    """``$0.67\\pm0.02$``; ``$0.67$`` for one seed; ``--`` when there is no value."""
+def cell_text(
+    mean: float,
+    std: float,
+    n: int,
+    digits: int,
+    marker: str = "",
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """``$0.67\\pm0.02$``; ``$0.67$`` for one seed; ``--`` when there is no value;
+    ``$0.67\\,[0.60,0.72]$`` with a bootstrap interval."""
     if mean is None or not np.isfinite(mean):
         return "--"
     body = f"{mean:.{digits}f}"
-    if n > 1 and std is not None and np.isfinite(std):
+    if interval is not None and np.isfinite(interval).all():
+        body += f"\\,[{interval[0]:.{digits}f},{interval[1]:.{digits}f}]"
+    elif n > 1 and std is not None and np.isfinite(std):
         body += f"\\pm{std:.{digits}f}"
     if marker:
         body += f"^{{{marker}}}"
@@ -76,7 +86,12 @@ def _display(table: Table) -> pd.DataFrame:
         for i in range(len(table.mean.index)):
             marker = "" if table.cell_markers is None else str(table.cell_markers.iat[i, j] or "")
             cells[i, j] = cell_text(
-                table.mean.iat[i, j], table.std.iat[i, j], int(table.n.iat[i, j]), digits, marker
+                table.mean.iat[i, j],
+                table.std.iat[i, j],
+                int(table.n.iat[i, j]),
+                digits,
+                marker,
+                table.interval_of(i, j),
             )
     index = [_row_label(r, table.row_markers.get(r, [])) for r in table.mean.index]
     columns = pd.MultiIndex.from_tuples(

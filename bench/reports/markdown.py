@@ -20,11 +20,20 @@ from bench.reports.tables import DAGGER, REFERENCE, Table
 MARKERS = {DAGGER: "†", REFERENCE: "‡", "dash": "--"}
 
 
-def cell_text(mean: float, std: float, n: int, digits: int, marker: str = "") -> str:
+def cell_text(
+    mean: float,
+    std: float,
+    n: int,
+    digits: int,
+    marker: str = "",
+    interval: tuple[float, float] | None = None,
+) -> str:
     if mean is None or not np.isfinite(mean):
         return "--"
     text = f"{mean:.{digits}f}"
-    if n > 1 and std is not None and np.isfinite(std):
+    if interval is not None and np.isfinite(interval).all():
+        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    elif n > 1 and std is not None and np.isfinite(std):
         text += f" ± {std:.{digits}f}"
     return text + (f"<sup>{marker}</sup>" if marker else "")
 
@@ -57,6 +66,7 @@ def to_markdown(table: Table, heading_level: int = 3) -> str:
                 int(table.n.iat[i, j]),
                 table.digits_of(col[-1]),
                 marker,
+                table.interval_of(i, j),
             )
             rank = ranks.iat[i, j]
             cells.append(f"**{text}**" if rank == 1 else f"*{text}*" if rank == 2 else text)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from bench.reports.load import (
@@ -91,7 +92,15 @@ class Table:
     # Hook for significance tests (bench.stats): a string per cell, appended as a superscript,
     # explained by a Note added by the caller.
     cell_markers: pd.DataFrame | None = None
+    # Optional 95% bootstrap interval per cell (``--interval bootstrap``), shown instead of std.
+    low: pd.DataFrame | None = None
+    high: pd.DataFrame | None = None
     label: str = ""
+
+    def interval_of(self, i: int, j: int) -> tuple[float, float] | None:
+        if self.low is None or self.high is None:
+            return None
+        return float(self.low.iat[i, j]), float(self.high.iat[i, j])
 
     def __post_init__(self) -> None:
         self.label = self.label or f"tab:{self.name}"
@@ -197,7 +206,9 @@ def _seeds_text(ok: pd.DataFrame) -> str:
     return f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def main_table(data: RunData, digits: int = 2, significance: bool = True) -> Table | None:
+def main_table(
+    data: RunData, digits: int = 2, significance: bool = True, interval: str = "std"
+) -> Table | None:
     """Rows = methods (reference variants), column groups = datasets, the paper's metrics."""
     ok = data.ok
     if ok.empty:
@@ -217,11 +228,40 @@ def main_table(data: RunData, digits: int = 2, significance: bool = True) -> Tab
         return None
     table.digits = dict.fromkeys(table.digits, digits)
     _mark_methods(table, rows)
+    if interval == "bootstrap":
+        _bootstrap_intervals(table, rows)
     if significance:
         from bench.reports.significance import mark_significance
 
         mark_significance(table, data, rows)
     return table
+
+
+def _bootstrap_intervals(table: Table, rows: pd.DataFrame) -> None:
+    """Per cell, the records' 95% bootstrap interval over test images (``metrics_ci``), its
+    bounds averaged over seeds; pixel metrics have none and keep mean ± std."""
+    low = pd.DataFrame(np.nan, index=table.mean.index, columns=table.mean.columns)
+    high = low.copy()
+    header_to_metric = {header: key for key, header in MAIN_METRICS}
+    for col in table.mean.columns:
+        dataset, metric = col[0], header_to_metric.get(col[-1])
+        ci_col = f"metrics_ci.{metric}"
+        if metric is None or ci_col not in rows:
+            continue
+        for method in table.mean.index:
+            cis = rows.loc[
+                (rows["method"].astype(str) == method) & (rows["dataset"] == dataset), ci_col
+            ]
+            bounds = np.array(
+                [ci for ci in cis if isinstance(ci, list | tuple) and len(ci) == 2], dtype=float
+            )
+            if bounds.size:
+                low.at[method, col], high.at[method, col] = np.nanmean(bounds, axis=0)
+    table.low, table.high = low, high
+    table.caption += (
+        " Brackets: 95% bootstrap interval over test images (stratified, 1000 resamples), "
+        "bounds averaged over seeds; cells without one show mean ± std."
+    )
 
 
 _RULE_TEXT = {
@@ -323,7 +363,9 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
     return table
 
 
-def all_tables(data: RunData, ablation_list: list[Ablation], digits: int = 2) -> list[Table]:
-    tables = [main_table(data, digits), timing_table(data)]
+def all_tables(
+    data: RunData, ablation_list: list[Ablation], digits: int = 2, interval: str = "std"
+) -> list[Table]:
+    tables = [main_table(data, digits, interval=interval), timing_table(data)]
     tables += [ablation_table(a, digits) for a in ablation_list]
     return [t for t in tables if t is not None]
