@@ -150,7 +150,8 @@ def fit_time_figure(rows: pd.DataFrame) -> Figure:
 
 
 def frontier_metric(rows: pd.DataFrame) -> str:
-    """``f1`` (the method's own decision) when every method has it, else ``f1_max``."""
+    """``f1`` (at the run's threshold rule, calibrated by default) when every method has it,
+    else ``f1_max``."""
     f1 = rows.get("metrics.f1")
     if f1 is not None and np.isfinite(f1.astype(float)).all():
         return "f1"
@@ -199,7 +200,9 @@ def frontier_figure(rows: pd.DataFrame, metric: str | None = None) -> Figure:
             ax.plot(*front, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
         ax.set_xscale("log")
         ax.set_xlabel("throughput, images/s (log; bars: seed range)")
-        name = {"f1": "F1 (own decision)", "f1_max": "F1-max"}.get(metric, metric)
+        rules = sorted(rows["threshold_rule"].dropna().unique()) if "threshold_rule" in rows else []
+        f1_name = f"F1 ({'/'.join(rules)} threshold)" if rules else "F1 (own decision)"
+        name = {"f1": f1_name, "f1_max": "F1-max"}.get(metric, metric)
         ax.set_ylabel(f"{name}, mean ± std")
         ax.set_title("Speed / accuracy frontier", loc="left")
         ax.grid(which="both", linewidth=0.3, alpha=0.5)
