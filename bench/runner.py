@@ -42,7 +42,8 @@ ProgressFn = Callable[[str, float], None]
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # Milliseconds: two runs started within one second must still sort in order (history).
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
