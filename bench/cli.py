@@ -101,9 +101,38 @@ def run(
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
     ),
+    launcher: str = typer.Option(
+        "local", "--launcher", help="Where jobs run: local (this machine) | ray | slurm."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", help="local: jobs at once, each in its own process (own GPU if several)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="ray: cluster address (auto, ray://host:10001); default local."
+    ),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="slurm: partition."),
+    slurm_gpus_per_job: int | None = typer.Option(
+        None, "--slurm-gpus-per-job", help="slurm: GPUs per job (default 1; 0 with --device cpu)."
+    ),
+    slurm_time: int = typer.Option(60, "--slurm-time", help="slurm: time limit per job, minutes."),
+    slurm_cpus_per_job: int | None = typer.Option(
+        None, "--slurm-cpus-per-job", help="slurm: CPUs per job (default --threads)."
+    ),
+    slurm_mem_gb: float | None = typer.Option(None, "--slurm-mem-gb", help="slurm: memory, GB."),
+    slurm_array_parallelism: int | None = typer.Option(
+        None, "--slurm-array-parallelism", help="slurm: at most this many jobs at once."
+    ),
+    slurm_setup: list[str] = typer.Option(
+        [], "--slurm-setup", help="slurm: shell line run before each job (repeatable)."
+    ),
+    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="slurm: wait for the jobs (--no-wait: submit, return)."
+    ),
 ) -> None:
     """Run methods x datasets x seeds; one record per job; finished jobs are skipped."""
     from bench import runner
+    from bench.launchers import LauncherOptions, done_line, make_launcher
 
     method_list = split_names(methods, "--methods")
     cfg = RunConfig(
@@ -123,8 +152,25 @@ def run(
         if threads < 1:
             raise ConfigError(f"--threads {threads}: expected a positive integer")
         cfg.threads = threads
+    elif workers > 1:  # the cores are shared out, not oversubscribed (the timings would suffer)
+        cfg.threads = max(1, min(8, (os.cpu_count() or 1) // workers))
     if timing_repeats < 1:
         raise ConfigError(f"--timing-repeats {timing_repeats}: expected a positive integer")
+    options = LauncherOptions(
+        launcher=launcher,
+        workers=workers,
+        ray_address=ray_address,
+        slurm_partition=slurm_partition,
+        slurm_gpus_per_job=slurm_gpus_per_job,
+        slurm_time=slurm_time,
+        slurm_cpus_per_job=slurm_cpus_per_job,
+        slurm_mem_gb=slurm_mem_gb,
+        slurm_array_parallelism=slurm_array_parallelism,
+        slurm_cluster=slurm_cluster,
+        slurm_setup=tuple(slurm_setup),
+        wait=wait,
+    )
+    elsewhere = make_launcher(options)  # None: in this process, one job after the other
 
     with Progress(
         SpinnerColumn(),
@@ -153,7 +199,9 @@ def run(
 
         def on_job_end(record: dict[str, Any] | None) -> None:
             bar.advance(overall)
-            if record is not None and record.get("status") != "ok":
+            if record is not None and elsewhere is not None:  # a line per job from the workers
+                bar.console.print(done_line(record), markup=False, highlight=False)
+            elif record is not None and record.get("status") != "ok":
                 # escape: an error message may contain "[...]", which rich would parse as markup
                 error = escape(str(record["error"]))
                 bar.console.print(f"[red]failed[/red] {record['job_id']}: {error}")
@@ -168,17 +216,30 @@ def run(
                 on_job_start=on_job_start,
                 on_job_end=on_job_end,
                 name=name,
+                launcher=elsewhere,
             )
         except KeyboardInterrupt:
             err_console.print(
                 "interrupted: finished jobs are saved; rerun the same command to resume"
+                + ("; SLURM jobs keep running (scancel stops them)" if launcher == "slurm" else "")
             )
             raise typer.Exit(130) from None
+        finally:
+            if elsewhere is not None:
+                elsewhere.close()
         bar.update(job_task, visible=False)
 
-    console.print(summary_table(outcome.records))
+    if outcome.records:
+        console.print(summary_table(outcome.records))
     note = f" ({outcome.skipped} already done, skipped)" if outcome.skipped else ""
     console.print(f"results: {outcome.run_dir}{note}")
+    if outcome.submitted:
+        console.print(
+            f"submitted {outcome.submitted} job(s), not waiting; follow them with: "
+            f"bench status {outcome.run_dir}",
+            markup=False,
+            highlight=False,
+        )
     if outcome.failed:
         for rec in outcome.failed:
             # One unwrapped line per failure; "error:" where the user can fix it (bad data,
@@ -353,6 +414,67 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         ]
         table.add_row(*row)
     return table
+
+
+@app.command()
+def status(
+    run: str = typer.Argument(..., help="A run id (under --results-dir) or a run folder."),
+    results_dir: Path = typer.Option(
+        Path("results/runs"), "--results-dir", help="Where run ids are looked up."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="A row per job."),
+    lines: int = typer.Option(10, "--lines", help="Log lines shown per failed job."),
+) -> None:
+    """Done / pending / running / failed jobs of a run, wherever it runs; logs of failures."""
+    from bench.status import render, resolve_run_dir, run_status
+
+    state = run_status(resolve_run_dir(run, results_dir))
+    for renderable in render(state, verbose=verbose, lines=lines):
+        console.print(renderable)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    methods: str = typer.Option("radar", "--methods", "-m", help="Comma-separated method names."),
+    datasets: str = typer.Option("synthetic", "--datasets", "-d", help="As for bench run."),
+    preset: str = typer.Option(
+        "auto", "--preset", help="paper | quick | auto (both: the nodes may have GPUs)."
+    ),
+    sets: list[str] = typer.Option([], "--set", help="METHOD.PARAM=VALUE, as for bench run."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Datasets folder."),
+    fetch: bool = typer.Option(
+        True, "--fetch/--check-only", help="Download what is missing, or only check."
+    ),
+) -> None:
+    """Fetch the datasets and pretrained weights a grid needs (run where there is internet).
+    Exit 1 when something is still missing."""
+    from bench.prepare import check_assets
+
+    method_list = split_names(methods, "--methods")
+    assets = check_assets(
+        method_list,
+        split_names(datasets, "--datasets"),
+        preset=preset,
+        sets=registry.parse_sets(sets, method_list),
+        data_root=_data_root(data_root),
+        fetch=fetch,
+    )
+    table = Table(title="assets the jobs need", title_justify="left")
+    for col in ("asset", "needed by", "status", "where / reason"):
+        table.add_column(col, overflow="fold")  # paths in full: the user must find them
+    for a in assets:
+        style = "red" if a.missing else ("green" if a.status == "fetched" else "")
+        where = a.where + (f"\n{a.reason}" if a.reason else "")
+        table.add_row(escape(a.what), escape(a.needed_by), a.status, escape(where), style=style)
+    console.print(table)
+    missing = [a for a in assets if a.missing]
+    if missing:
+        err_console.print(
+            f"missing: {len(missing)} asset(s); the jobs that need them will fail offline",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("list")

@@ -50,16 +50,47 @@ BUILTIN_MODULES: tuple[str, ...] = (
 )
 
 
-def _load_builtins() -> None:
-    # Imported lazily: method modules pull in diffusers/anomalib, which take seconds to import.
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    for module_name in BUILTIN_MODULES:
+_BUILTIN_ORIGIN: dict[str, str] = {}  # method name -> the builtin module that defines it
+_LOADED_MODULES: set[str] = set()
+_PARTIAL = False  # only some builtin modules are loaded (load_builtins_only, worker processes)
+
+
+def _import_builtins(module_names: Iterable[str]) -> None:
+    for module_name in module_names:
+        if module_name in _LOADED_MODULES:
+            continue
         module = importlib.import_module(module_name)
         for entry in module.method_entries():
             register_method(entry)
-    _BUILTINS_LOADED = True
+            _BUILTIN_ORIGIN[entry.name] = module_name
+        _LOADED_MODULES.add(module_name)
+
+
+def _load_builtins() -> None:
+    # Imported lazily: method modules pull in diffusers/anomalib, which take seconds to import.
+    global _BUILTINS_LOADED, _PARTIAL
+    if _BUILTINS_LOADED:
+        return
+    _import_builtins(BUILTIN_MODULES)
+    _BUILTINS_LOADED, _PARTIAL = True, False
+
+
+def builtin_module(name: str) -> str | None:
+    """The builtin module that defines method ``name`` (None: registered at run time)."""
+    _load_builtins()
+    return _BUILTIN_ORIGIN.get(name)
+
+
+def load_builtins_only(module_names: Iterable[str]) -> None:
+    """Register the methods of these builtin modules, not yet the others: a worker process
+    that runs jobs of known methods then need not import every method module (anomalib alone
+    takes seconds per process). A method of another module is still found: asking for it
+    loads the rest."""
+    global _BUILTINS_LOADED, _PARTIAL
+    if _BUILTINS_LOADED and not _PARTIAL:
+        return
+    _import_builtins(module_names)
+    _BUILTINS_LOADED = _PARTIAL = True
 
 
 def methods() -> dict[str, MethodEntry]:
@@ -68,7 +99,12 @@ def methods() -> dict[str, MethodEntry]:
 
 
 def get_method(name: str) -> MethodEntry:
+    global _PARTIAL
     known = methods()
+    if name not in known and _PARTIAL:  # only some builtins were loaded: load the rest
+        _import_builtins(BUILTIN_MODULES)
+        _PARTIAL = False
+        known = dict(_METHODS)
     if name not in known and name.startswith("anomalib:"):
         # Any anomalib image model by class name, built on first use.
         from bench.methods.anomalib_adapter import resolve_method

@@ -19,7 +19,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -36,6 +36,9 @@ from bench.seeding import seed_everything
 from bench.store import RunStore, _atomic_write_text
 from bench.timing import PeakMemory, measure_latency, timed
 
+if TYPE_CHECKING:
+    from bench.launchers import Launcher
+
 DEFAULT_RESULTS = Path("results/runs")
 
 ProgressFn = Callable[[str, float], None]
@@ -51,6 +54,8 @@ class RunOutcome:
     run_dir: Path
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    # Jobs handed to a batch system and not waited for (bench run --launcher slurm --no-wait).
+    submitted: int = 0
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -110,8 +115,10 @@ def run_job(
     store: RunStore,
     run_id: str,
     progress: ProgressFn,
+    launcher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one job and write its record; never raises for a failure inside the job."""
+    """Run one job and write its record; never raises for a failure inside the job.
+    ``launcher`` says what ran it (``{"name": "ray", "node": ...}``; default in-process local)."""
     started = _now()
     record: dict[str, Any] = {
         "job_id": spec.job_id,
@@ -130,6 +137,7 @@ def run_job(
         "git_commit": git_commit(Path.cwd()),
         "started_at": started,
         "threshold_rule": spec.threshold.rule,
+        "launcher": launcher or {"name": "local"},
         **spec.record_extra,
     }
     try:
@@ -237,9 +245,12 @@ def run_job(
     return record
 
 
-def prepare(cfg: RunConfig) -> tuple[torch.device, list[JobSpec]]:
-    """Validate everything that can be checked before any work starts."""
-    device = resolve_device(cfg.device)
+def prepare(
+    cfg: RunConfig, device: torch.device | None = None
+) -> tuple[torch.device, list[JobSpec]]:
+    """Validate everything that can be checked before any work starts. ``device``: the one
+    the jobs will run on when that is not this machine's (a launcher's GPU nodes)."""
+    device = resolve_device(cfg.device) if device is None else device
     for spec in cfg.datasets:
         make_dataset(spec, cfg.data_root)
     return device, expand_jobs(cfg, device)
@@ -256,6 +267,7 @@ def run(
     job_list: list[JobSpec] | None = None,
     manifest_extra: dict[str, Any] | None = None,
     name: str | None = None,
+    launcher: Launcher | None = None,
 ) -> RunOutcome:
     """Run (or resume) a grid; records land in ``results_dir/<run_id>/``.
 
@@ -265,8 +277,12 @@ def run(
 
     ``job_list`` replaces the jobs expanded from ``cfg`` (``bench ablate`` builds its own grid);
     ``manifest_extra`` adds keys to the manifest (e.g. ``"ablation"``: the grid).
+
+    ``launcher`` (:mod:`bench.launchers`: worker processes, Ray, SLURM) runs the jobs that are
+    not done yet elsewhere, each through :func:`bench.launchers.common.execute_job`; without
+    it they run here, one after the other.
     """
-    device, jobs = prepare(cfg)
+    device, jobs = prepare(cfg, launcher.target_device(cfg) if launcher is not None else None)
     if job_list is not None:
         jobs = job_list
     if run_id is None and name:
@@ -294,6 +310,7 @@ def run(
         "git_commit": git_commit(Path.cwd()),
         "environment": environment(),
         "finished_at": None,
+        "launcher": launcher.describe() if launcher is not None else {"name": "local"},
         **(manifest_extra or {}),
     }
 
@@ -307,6 +324,8 @@ def run(
             "created_at": old.get("created_at", started),
             "resumed_at": started if previous else None,
             "name": name or old.get("name"),
+            # What `bench status` shows for jobs that have no record yet.
+            "job_labels": {**old.get("job_labels", {}), **{s.job_id: s.label() for s in jobs}},
         }
 
     store.update_manifest(merge)
@@ -348,6 +367,10 @@ def run(
         return True
 
     try:
+        if launcher is not None:
+            _launch(launcher, jobs, cfg, device, store, run_id, finished, stamps_at_start,
+                    outcome, on_job_end, fail_fast)  # fmt: skip
+            return outcome
         held_elsewhere: list[tuple[int, JobSpec]] = []
         for i, spec in enumerate(jobs):
             if not attempt(i, spec, wait=False):
@@ -363,8 +386,49 @@ def run(
     finally:
         # Also on Ctrl-C: what finished is already on disk; keep the derived files in step.
         store.export_csv()
-        store.update_manifest(lambda m: {**(m or fresh), "finished_at": _now()})
+        # Jobs submitted and not waited for are not finished: `bench status` follows them.
+        end = None if outcome.submitted else _now()
+        store.update_manifest(lambda m: {**(m or fresh), "finished_at": end})
     return outcome
+
+
+def _launch(
+    launcher: Launcher,
+    jobs: list[JobSpec],
+    cfg: RunConfig,
+    device: torch.device,
+    store: RunStore,
+    run_id: str,
+    finished: Callable[[str], dict[str, Any] | None],
+    stamps_at_start: dict[str, int | None],
+    outcome: RunOutcome,
+    on_job_end: Callable[[dict[str, Any] | None], None] | None,
+    fail_fast: bool,
+) -> None:
+    """Hand the jobs that are not done to ``launcher``; collect its records in job order."""
+    from bench.launchers.common import JobResult, make_tasks
+
+    todo: list[JobSpec] = []
+    for spec in jobs:
+        rec = finished(spec.job_id)
+        if rec is None:
+            todo.append(spec)
+            continue
+        outcome.skipped += 1
+        outcome.records.append(rec)
+        if on_job_end:
+            on_job_end(None)
+
+    def report(result: JobResult) -> None:
+        outcome.records.append(result.record)
+        outcome.skipped += 0 if result.ran else 1
+        if on_job_end:
+            on_job_end(result.record if result.ran else None)
+
+    tasks = make_tasks(todo, cfg, device, store.run_dir, run_id, stamps_at_start)
+    outcome.submitted = launcher.launch(tasks, store, report, fail_fast) if tasks else 0
+    order = {spec.job_id: i for i, spec in enumerate(jobs)}
+    outcome.records.sort(key=lambda r: order.get(r.get("job_id", ""), len(order)))
 
 
 def _silent(message: str, fraction: float) -> None:

@@ -231,7 +231,11 @@ _METHODS: dict[str, tuple[type[PixelParams], str]] = {
 
 
 def _builder(name: str) -> Any:
-    return lambda params: PixelDetector(name, params)
+    def build(params: Any) -> PixelDetector:
+        return PixelDetector(name, params)
+
+    build.cpu_only = True  # type: ignore[attr-defined]  # scikit-learn: Ray asks for no GPU
+    return build
 
 
 def method_entries() -> list[MethodEntry]:
