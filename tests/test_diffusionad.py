@@ -16,7 +16,8 @@ from bench.errors import ConfigError
 from bench.interface import Detector, ImageSet, RunContext
 from bench.methods.ddpm import add_noise, eps_toward, make_scheduler, x0_from_eps
 from bench.methods.diffusionad import DiffusionAD, DiffusionADParams, norm_guided_x0, top_k_mean
-from bench.methods.synthetic_anomalies import AnomalySynthesizer, perlin_mask
+from bench.methods.segnet import segmentation_loss
+from bench.methods.synthetic_anomalies import AnomalySynthesizer, perlin_mask, strip_shuffle
 
 TINY = dict(
     image_size=32,
@@ -82,6 +83,37 @@ def test_anomalies_change_only_masked_pixels(source: str, tmp_path: Path) -> Non
     assert aug.min() >= 0 and aug.max() <= 1
 
 
+def test_perlin_max_scale_bounds_how_fine_the_masks_get() -> None:
+    from scipy import ndimage
+
+    def mean_blobs(max_scale: int) -> float:
+        masks = [
+            perlin_mask((64, 64), torch.Generator().manual_seed(s), max_scale=max_scale)
+            for s in range(12)
+        ]
+        return float(np.mean([ndimage.label(m.numpy())[1] for m in masks]))
+
+    assert mean_blobs(1) == 1.0  # one Perlin cell per axis: a single blob
+    assert mean_blobs(32) > 2 * mean_blobs(8) > 2
+
+
+def test_strip_shuffle_permutes_whole_strips() -> None:
+    x = torch.arange(2 * 16 * 12, dtype=torch.float32).reshape(2, 16, 12)
+    out = strip_shuffle(x, torch.Generator().manual_seed(0), strips=4)
+    assert torch.equal(out, strip_shuffle(x, torch.Generator().manual_seed(0), strips=4))
+    assert not torch.equal(out, x)
+    assert torch.equal(out.flatten().sort().values, x.flatten())  # a permutation of the pixels
+    # Rows stay rows and columns stay columns, in strips of 16 // 4 rows and 12 // 4 columns.
+    rows = [int(r) for r in out[0, :, 0] // 12]
+    cols = [int(c) for c in out[0, 0, :] % 12]
+    assert sorted(rows) == list(range(16)) and sorted(cols) == list(range(12))
+    for order, width in ((rows, 4), (cols, 3)):
+        for start in range(0, len(order), width):
+            strip = order[start : start + width]
+            assert strip[0] % width == 0 and strip == list(range(strip[0], strip[0] + width))
+    assert torch.equal(out[1] - out[0], torch.full((16, 12), 16.0 * 12))  # channels move together
+
+
 def test_anomaly_probability_zero_leaves_images_alone() -> None:
     x = torch.rand(5, 3, 32, 32)
     aug, masks = AnomalySynthesizer("self")(x, torch.Generator().manual_seed(0), probability=0.0)
@@ -140,6 +172,18 @@ def test_eps_toward_is_the_noise_of_the_normal_image() -> None:
     )
 
 
+def test_segmentation_loss_is_the_official_focal_plus_smooth_l1() -> None:
+    # DiffusionAD's BinaryFocalLoss() on probabilities: 0.5 * (1 - p_t) ** 4 * BCE, weighted 5.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, generator=g) * 3
+    masks = torch.rand(2, 8, 8, generator=g) > 0.7
+    prob, target = logits.sigmoid(), masks[:, None].float()
+    bce = torch.nn.functional.binary_cross_entropy(prob, target, reduction="none")
+    focal = (0.5 * (1 - torch.exp(-bce)) ** 4 * bce).mean()
+    expected = 5 * focal + torch.nn.functional.smooth_l1_loss(prob, target)
+    assert torch.allclose(segmentation_loss(logits, masks), expected, atol=1e-6)
+
+
 def test_top_k_mean() -> None:
     maps = torch.tensor([[[0.0, 1.0], [3.0, 2.0]]])
     assert top_k_mean(maps, 2).item() == pytest.approx(2.5)
@@ -157,6 +201,10 @@ def test_top_k_mean() -> None:
         ({"steps": 3}, r"diffusionad\.steps .*divides T"),
         ({"anomaly_source": "/no/such/folder"}, r"anomaly_source"),
         ({"top_k": 0}, r"diffusionad\.top_k"),
+        ({"perlin_max_scale": 12}, r"diffusionad\.perlin_max_scale must be a power of two"),
+        ({"seg_warmup_epochs": 1}, r"diffusionad\.seg_warmup_epochs must be in 0\.\.epochs-1"),
+        ({"anomaly_beta_min": 0.9}, r"diffusionad\.anomaly_beta_max must be in \[anomaly_beta"),
+        ({"seg_lr_cycle": -1}, r"diffusionad\.seg_lr_cycle"),
     ],
 )
 def test_bad_parameters_are_config_errors(override: dict, match: str) -> None:
@@ -168,7 +216,17 @@ def test_registered_with_a_quick_preset() -> None:
     params = registry.build_params("diffusionad", "quick", {"steps": "10"})
     assert params.image_size == 64 and params.steps == 10
     assert isinstance(registry.build_detector("diffusionad", params), Detector)
-    assert registry.build_params("diffusionad").image_size == 256  # paper default
+    paper = registry.build_params("diffusionad")
+    assert paper.image_size == 256 and paper.seg_lr == 1e-5 and paper.seg_lr_cycle == 10
+    assert (paper.focal_gamma, paper.perlin_max_scale, paper.anomaly_self_strips) == (4.0, 32, 8)
+    assert (paper.anomaly_beta_min, paper.seg_warmup_epochs, paper.top_k) == (0.2, 0, 50)
+
+
+def test_seg_warmup_epochs_train_the_unet_alone() -> None:
+    params = DiffusionADParams(**{**TINY, "epochs": 3, "seg_warmup_epochs": 2})
+    detector = DiffusionAD(params).fit(random_set(8, 32), ctx())
+    assert detector.fit_info_["steps"] == 3 and detector.fit_info_["seg_steps"] == 1
+    assert np.isfinite(detector.fit_info_["final_seg_loss"])
 
 
 # -- fit / predict ---------------------------------------------------------------------------
@@ -203,29 +261,43 @@ def test_deterministic_under_the_seed_and_records_its_cost() -> None:
     assert unet_cost > 0 and one_step > 2 * unet_cost
 
 
-@pytest.mark.slow
-@pytest.mark.skip(
-    reason="#3 open: at CPU-test size (15 epochs, 24 images) the segmentation net has not learned "
-    "yet (pixel AUROC 0.50); needs tuning before it can gate CI"
+# Tiny but learning: 32 px, a 2-level U-Net without attention, 40 epochs of 24 images (120
+# steps, the first 8 epochs U-Net only), the quick preset's short-run settings scaled to 32 px.
+# Seeds 0-4 gave pixel AUROC 0.81-0.89 and image AUROC 0.76-0.90 (seed 0: 0.87 / 0.86).
+LOCALISE = dict(
+    TINY,
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    attention=False,
+    seg_base_width=8,
+    epochs=40,
+    seg_warmup_epochs=8,
+    lr=1e-3,
+    seg_lr=3e-3,
+    seg_lr_cycle=0,
+    focal_gamma=2.0,
+    perlin_max_scale=4,
+    seg_init_prior=0.01,
+    top_k=20,
 )
-def test_localises_planted_defects_on_the_synthetic_set() -> None:
+
+
+def localisation_aurocs(seed: int) -> tuple[float, float]:
+    """(pixel AUROC, image AUROC) of the LOCALISE config on a small synthetic brick set."""
     from bench.datasets.synthetic import SyntheticDataset
 
-    params = DiffusionADParams(
-        **{
-            **TINY,
-            "block_out_channels": (16, 32),
-            "layers_per_block": 1,
-            "seg_base_width": 8,
-            "epochs": 15,
-            "lr": 1e-3,
-            "seg_lr": 1e-3,
-        }
-    )
-    detector = DiffusionAD(params)
-    data = SyntheticDataset("brick", n_train=24, n_test_good=8, n_test_anomalous=16, size=64)
-    train = data.load("train", detector.input_spec, 0)
-    test = data.load("test", detector.input_spec, 0)
-    pred = detector.fit(train, ctx(0)).predict(test)
-    pixel_auroc = roc_auc_score(test.masks.flatten().numpy(), pred.maps.flatten().numpy())
-    assert pixel_auroc > 0.6, pixel_auroc
+    detector = DiffusionAD(DiffusionADParams(**LOCALISE))
+    data = SyntheticDataset("brick", n_train=24, n_test_good=24, n_test_anomalous=24, size=64)
+    train = data.load("train", detector.input_spec, seed)
+    test = data.load("test", detector.input_spec, seed)
+    pred = detector.fit(train, ctx(seed)).predict(test)
+    pixel = roc_auc_score(test.masks.flatten().numpy(), pred.maps.flatten().numpy())
+    image = roc_auc_score(test.labels.numpy(), pred.scores.numpy())
+    return float(pixel), float(image)
+
+
+@pytest.mark.slow
+def test_localises_planted_defects_on_the_synthetic_set() -> None:
+    pixel, image = localisation_aurocs(0)
+    assert pixel > 0.7, pixel
+    assert image > 0.65, image

@@ -4,16 +4,20 @@ Zavrtanik et al. (DRAEM, ICCV 2021) and Zhang et al. (DiffusionAD, 2023) train o
 with planted fake defects: a Perlin noise field, rotated and thresholded, gives an irregular mask
 ``M``; inside it the image is blended with an *anomaly source* ``A`` (a texture image):
 
-    x_aug = (1 - M) * x + M * ((1 - beta) * A + beta * x),      beta ~ U[0, beta_max)
+    x_aug = (1 - M) * x + M * ((1 - beta) * A + beta * x),      beta ~ U[beta_min, beta_max)
 
-The Perlin field is anomalib's
-(:func:`anomalib.data.utils.generators.perlin.generate_perlin_noise`).
+(DRAEM: ``beta ~ U[0, 0.8)``; DiffusionAD's code: ``U[0.2, 0.8)``). The Perlin field is
+anomalib's (:func:`anomalib.data.utils.generators.perlin.generate_perlin_noise`), its grid scale
+drawn from ``2**0 .. max_scale`` per axis (both papers: 1..32 at 256 px, so the finest blobs are
+about 8 px across; at smaller images a smaller ``max_scale`` keeps that size in pixels).
 The papers take ``A`` from the DTD texture set, which cannot be downloaded here, so the source is
 selectable:
 
 ``self``
     another training image of the batch (or the image itself), rolled, flipped and
-    colour/intensity-jittered (contrast, brightness, gamma, inversion, posterisation);
+    colour/intensity-jittered (contrast, brightness, gamma, inversion, posterisation); with
+    ``self_strips = n > 0`` it is also cut into ``n`` row strips and ``n`` column strips that are
+    shuffled, as in DiffusionAD's self-augmentation (``n = 8``), which breaks its structure;
 ``textures``
     a random crop of one of the texture photos of the synthetic generator
     (:func:`bench.datasets.synthetic.texture`), jittered the same way;
@@ -48,7 +52,7 @@ from bench.errors import ConfigError
 SOURCES = ("self", "textures", "mixed")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 PERLIN_THRESHOLD = 0.5  # DRAEM's threshold on the (about [-1, 1]) Perlin field
-MAX_SCALE_EXP = 6  # Perlin grid scales 2**0 .. 2**5 per axis, as in DRAEM
+PERLIN_MAX_SCALE = 32  # Perlin grid scales 2**0 .. 2**5 per axis, as in DRAEM and DiffusionAD
 
 
 def _uniform(g: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
@@ -56,14 +60,20 @@ def _uniform(g: torch.Generator, low: float = 0.0, high: float = 1.0) -> float:
 
 
 def perlin_mask(
-    size: tuple[int, int], g: torch.Generator, threshold: float = PERLIN_THRESHOLD
+    size: tuple[int, int],
+    g: torch.Generator,
+    threshold: float = PERLIN_THRESHOLD,
+    max_scale: int = PERLIN_MAX_SCALE,
 ) -> Tensor:
-    """A non-empty (H, W) bool mask: a rotated Perlin field above ``threshold``."""
+    """A non-empty (H, W) bool mask: a rotated Perlin field above ``threshold``.
+
+    The grid scale per axis is a power of two from 1 to ``max_scale`` (at most the field side).
+    """
     h, w = size
     side = 2 ** math.ceil(math.log2(max(h, w)))
-    max_exp = min(MAX_SCALE_EXP, int(math.log2(side)) + 1)
+    n_scales = int(math.log2(min(max_scale, side))) + 1
     for _ in range(20):
-        scale = tuple(2 ** int(torch.randint(0, max_exp, (), generator=g)) for _ in range(2))
+        scale = tuple(2 ** int(torch.randint(0, n_scales, (), generator=g)) for _ in range(2))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
             field = generate_perlin_noise(side, side, scale=scale, device=torch.device("cpu"))
@@ -105,6 +115,19 @@ def _random_view(x: Tensor, g: torch.Generator, roll: bool = True) -> Tensor:
     return torch.roll(x, shifts=shift, dims=(-2, -1))
 
 
+def strip_shuffle(image: Tensor, g: torch.Generator, strips: int = 8) -> Tensor:
+    """Cut a (C, H, W) image into ``strips`` column strips, permute them, then the same for rows.
+
+    DiffusionAD's self-augmentation (its ``perlin_synthetic``) re-orders an 8 x 8 grid of strips
+    this way; the last strip holds the remainder when the side is not divisible by ``strips``.
+    """
+    for dim in (-1, -2):
+        pieces = torch.split(image, max(1, image.shape[dim] // strips), dim=dim)
+        order = torch.randperm(len(pieces), generator=g).tolist()
+        image = torch.cat([pieces[i] for i in order], dim=dim)
+    return image
+
+
 def _fit(image: Tensor, size: tuple[int, int], channels: int) -> Tensor:
     """(C, H, W) -> (channels, *size), resized and converted between gray and RGB."""
     if image.shape[0] != channels:
@@ -117,13 +140,25 @@ def _fit(image: Tensor, size: tuple[int, int], channels: int) -> Tensor:
 class AnomalySynthesizer:
     """Plants Perlin-shaped anomalies into batches of [0, 1] images.
 
-    ``source`` is ``self``, ``textures``, ``mixed`` or a folder of images; ``beta_max`` bounds the
-    share of the original image kept inside the mask (DRAEM: 0.8).
+    ``source`` is ``self``, ``textures``, ``mixed`` or a folder of images; ``beta_min`` and
+    ``beta_max`` bound the share of the original image kept inside the mask (DRAEM: 0 and 0.8;
+    DiffusionAD: 0.2 and 0.8); ``max_scale`` is the largest Perlin grid scale
+    (:func:`perlin_mask`); ``self_strips > 0`` strip-shuffles ``self`` sources
+    (:func:`strip_shuffle`).
     """
 
-    def __init__(self, source: str = "mixed", beta_max: float = 0.8):
+    def __init__(
+        self,
+        source: str = "mixed",
+        beta_max: float = 0.8,
+        beta_min: float = 0.0,
+        max_scale: int = PERLIN_MAX_SCALE,
+        self_strips: int = 0,
+    ):
         self.source = source
-        self.beta_max = beta_max
+        self.beta_min, self.beta_max = beta_min, beta_max
+        self.max_scale = max_scale
+        self.self_strips = self_strips
         self.files: list[Path] = []
         if source not in SOURCES:
             folder = Path(source)
@@ -143,6 +178,8 @@ class AnomalySynthesizer:
             kind = "self" if _uniform(g) < 0.5 else "textures"
         if kind == "self":
             image = batch[int(torch.randint(0, batch.shape[0], (), generator=g))]
+            if self.self_strips:
+                image = strip_shuffle(image, g, self.self_strips)
         elif kind == "textures":
             from bench.datasets.synthetic import TEXTURES, texture
 
@@ -173,9 +210,9 @@ class AnomalySynthesizer:
         for i in range(batch.shape[0]):
             if _uniform(g) >= probability:
                 continue
-            mask = perlin_mask(tuple(batch.shape[-2:]), g)
+            mask = perlin_mask(tuple(batch.shape[-2:]), g, max_scale=self.max_scale)
             source = self._source_image(batch, g)
-            beta = _uniform(g, 0.0, self.beta_max)
+            beta = _uniform(g, self.beta_min, self.beta_max)
             m = mask[None].float()
             out[i] = (1 - m) * batch[i] + m * ((1 - beta) * source + beta * batch[i])
             masks[i] = mask
