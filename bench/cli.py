@@ -26,6 +26,7 @@ from rich.table import Table
 from bench import registry
 from bench.config import RunConfig, parse_seeds, split_names
 from bench.errors import BenchError, ConfigError
+from bench.perf.command import speed as speed_command
 
 app = typer.Typer(
     add_completion=False,
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Get or generate datasets.")
 app.add_typer(data_app, name="data")
+app.command("speed")(speed_command)  # bench speed: bench/perf/command.py
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -115,18 +115,29 @@ def map_in_chunks(
     x: Tensor,
     chunk: int,
     oom: type[BaseException] | tuple[type[BaseException], ...] = OutOfMemory,
+    pad: bool = False,
 ) -> tuple[Tensor, int]:
     """``fn`` over ``x`` in slices of ``chunk`` rows, halving ``chunk`` whenever ``oom`` is raised.
 
     Returns the concatenated output and the chunk size that worked, so that the caller can start
     there next time. ``oom`` is a parameter so that tests can simulate an out-of-memory on a CPU.
+    ``pad``: when ``x`` takes several slices, a last slice shorter than ``chunk`` is padded (its
+    last row repeated) to the next power of two rows (at most ``chunk``) and the padding's output
+    dropped, so that ``fn`` sees few shapes whatever the number of rows (a compiled model or a
+    CUDA graph is built once per shape) at less than twice the work of the tail. Rows must not
+    interact inside ``fn`` (true of the U-Net: GroupNorm and attention act per sample).
     """
     outs: list[Tensor] = []
     i = 0
     while i < x.shape[0]:
         failed = False
+        part = x[i : i + chunk]
+        n = part.shape[0]
+        if pad and n < chunk and x.shape[0] > chunk:
+            size = min(chunk, 1 << (n - 1).bit_length())
+            part = torch.cat([part, part[-1:].expand(size - n, *part.shape[1:])])
         try:
-            outs.append(fn(x[i : i + chunk]))
+            outs.append(fn(part)[:n])
         except oom:
             if chunk == 1:
                 raise
@@ -143,6 +154,117 @@ def map_in_chunks(
     return torch.cat(outs), chunk
 
 
+def unet_forward(
+    unet: Callable[..., object],
+    t: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    cuda_graphs: bool = False,
+) -> Callable[[Tensor], Tensor]:
+    """``batch -> predicted noise`` (float32) of a U-Net at step ``t``, with the fast-path options.
+
+    ``autocast_dtype``: mixed precision (``torch.autocast``; bf16 works on CPU and CUDA, fp16 on
+    CUDA). ``channels_last``: the input is handed over in NHWC memory order (the module itself
+    must have been converted with ``unet.to(memory_format=torch.channels_last)``).
+    ``cuda_graphs``: ``unet`` is a ``torch.compile``d module whose mode replays CUDA graphs
+    ("reduce-overhead", "max-autotune"): each call is marked as a new step and its output cloned,
+    since the next replay overwrites the graph's output buffer.
+    """
+
+    def forward(batch: Tensor) -> Tensor:
+        steps = torch.full((batch.shape[0],), t, device=device, dtype=torch.long)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+        ):
+            out = unet(batch, steps).sample
+        return out.clone().float() if cuda_graphs else out.float()
+
+    return forward
+
+
+def chunk_for_memory(
+    forward: Callable[[Tensor], Tensor],
+    item: Tensor,
+    device: torch.device,
+    fraction: float = 0.5,
+    probe: int = 16,
+    cap: int = 1 << 16,
+) -> int:
+    """The largest batch of ``item``-shaped inputs that fits in ``fraction`` of the free GPU memory.
+
+    Measures the peak memory of one ``probe``-row forward pass (``torch.cuda.mem_get_info`` for
+    what is free, ``max_memory_allocated`` for what a row costs), scales it to the free memory,
+    rounds down to a multiple of 64 rows (tensor-core friendly) and caps it at ``cap``. The
+    out-of-memory halving of :func:`map_in_chunks` still backs it up. CUDA only.
+    """
+    if device.type != "cuda":
+        raise ValueError(f"chunk_for_memory measures CUDA memory; got device {device}")
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    batch = item.expand(probe, *item.shape[1:]).contiguous()
+    with torch.inference_mode():
+        forward(batch)
+    torch.cuda.synchronize(device)
+    per_row = max(1, (torch.cuda.max_memory_allocated(device) - base) // probe)
+    del batch
+    torch.cuda.empty_cache()
+    rows = int(fraction * free // per_row)
+    if rows >= 64:
+        rows -= rows % 64
+    return max(1, min(rows, cap))
+
+
+def noise_images(
+    scheduler: DDPMScheduler, x0: Tensor, t: int, generator: torch.Generator
+) -> Tensor:
+    """``x_t`` of every image, with one noise draw from ``generator`` for the whole set, in image
+    order (a set's noised images depend only on the set and the generator's seed)."""
+    eps = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype)
+    return add_noise(scheduler, x0, eps.to(x0.device), t)
+
+
+def unet_noise_map(
+    forward: Callable[[Tensor], Tensor],
+    x_t: Tensor,
+    patch: int,
+    stride: int,
+    chunk: int,
+    oom: type[BaseException] | tuple[type[BaseException], ...] = OutOfMemory,
+    pad: bool = False,
+    group_chunks: int = 1,
+) -> tuple[Tensor, int]:
+    """The predicted-noise map of noised images: patches through ``forward``, folded back.
+
+    Images are cut into patches at ``stride`` (``Tensor.unfold`` + index on the device; no
+    Python loop over patches) a group at a time, the patches of the group's images are pushed
+    through ``forward`` together in chunks of ``chunk``, and folded back (``F.fold``) into one
+    (N, C, H, W) map per image with the overlaps averaged. A group holds enough images for
+    ``group_chunks`` chunks: 1 keeps the memory of the patches small, more make fewer ragged last
+    chunks (and fewer padded rows with ``pad``, see :func:`map_in_chunks`). A patch as large as
+    the image is the whole-image pass. Returns the map and the chunk size that fitted in memory.
+    """
+    n, _, h, w = x_t.shape
+    ys, xs = patch_starts(h, patch, stride), patch_starts(w, patch, stride)
+    per_image = len(ys) * len(xs)
+    maps = []
+    g = 0
+    while g < n:
+        group = max(1, math.ceil(group_chunks * chunk / per_image))
+        patches = extract_patches(x_t[g : g + group], patch, ys, xs)
+        eps_hat, chunk = map_in_chunks(forward, patches, chunk, oom, pad)
+        maps.append(fold_patches(eps_hat, (h, w), ys, xs))
+        g += group
+    return torch.cat(maps), chunk
+
+
 def predict_noise_map(
     unet: UNet2DModel,
     scheduler: DDPMScheduler,
@@ -154,35 +276,23 @@ def predict_noise_map(
     generator: torch.Generator,
     autocast_dtype: torch.dtype | None = None,
     oom: type[BaseException] | tuple[type[BaseException], ...] = OutOfMemory,
+    *,
+    channels_last: bool = False,
+    pad: bool = False,
+    group_chunks: int = 1,
+    cuda_graphs: bool = False,
 ) -> tuple[Tensor, int]:
     """RADAR's single forward step: noise ``x0`` to step ``t``, predict the noise patch-wise.
 
-    Every image is noised with one draw from ``generator`` (in image order, so a set's maps depend
-    only on the set and the generator's seed), cut into patches at ``stride``, the patches of
-    several images are pushed through the U-Net together in chunks of ``chunk``, and the
-    predicted noise is folded back into one (N, C, H, W) map per image with overlaps averaged.
+    Every image is noised with one draw from ``generator`` (:func:`noise_images`), then
+    :func:`unet_noise_map` predicts the noise of its patches and folds them back into one
+    (N, C, H, W) map per image. The keyword options are the inference fast paths
+    (:func:`unet_forward`, :func:`unet_noise_map`); their defaults are the plain path.
     Returns the map and the chunk size that fitted in memory.
     """
-    unet.eval()
-    dev = x0.device
-    n, _, h, w = x0.shape
-    ys, xs = patch_starts(h, patch, stride), patch_starts(w, patch, stride)
-    per_image = len(ys) * len(xs)
-    eps = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype)
-    x_t = add_noise(scheduler, x0, eps.to(dev), t)
-    group = max(1, math.ceil(chunk / per_image))
-
-    def forward(batch: Tensor) -> Tensor:
-        steps = torch.full((batch.shape[0],), t, device=dev, dtype=torch.long)
-        with torch.autocast(
-            dev.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
-        ):
-            return unet(batch, steps).sample.float()
-
-    maps = []
+    if isinstance(unet, torch.nn.Module):
+        unet.eval()
+    x_t = noise_images(scheduler, x0, t, generator)
+    forward = unet_forward(unet, t, x0.device, autocast_dtype, channels_last, cuda_graphs)
     with torch.inference_mode():
-        for g in range(0, n, group):
-            patches = extract_patches(x_t[g : g + group], patch, ys, xs)
-            eps_hat, chunk = map_in_chunks(forward, patches, chunk, oom)
-            maps.append(fold_patches(eps_hat, (h, w), ys, xs))
-    return torch.cat(maps), chunk
+        return unet_noise_map(forward, x_t, patch, stride, chunk, oom, pad, group_chunks)

@@ -25,6 +25,11 @@ ablation floor) or ``irf`` (OSD-IRF, arXiv:2604.18393: a per-pixel Gaussian on t
 field ``x0 - x0_hat`` of the same single step; its negative log-density is then the pixel map and
 its maximum or top-k mean the image score, in place of steps 3-4).
 
+Inference has fast paths, each a parameter whose default is the plain path (see
+:class:`Radar`): mixed precision, channels_last, automatic batch size, ``torch.compile`` /
+CUDA graphs, and ``inference=full``, the patch-trained U-Net over the whole image in one pass
+(about 420x fewer FLOPs than 5,329 patches of a 100 x 100 image; ``bench speed`` measures them).
+
 Trained U-Nets are cached in ``RunContext.cache_dir`` under a hash of what training depends on
 (:data:`TRAINING_FIELDS`, the training images, the seed and the device type), so that jobs that
 differ only in ``t``, the scorer or other inference settings train once (``bench ablate``).
@@ -48,17 +53,20 @@ GPU-scale run, 10,000 steps of 512 patches. The ``quick`` preset is a CPU-sized 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers import UNet2DModel
 from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
@@ -75,7 +83,13 @@ from bench.methods.ddpm import (
     x0_from_eps,
 )
 from bench.methods.features import anomaly_map, blur, blur_kernel_size, image_features
-from bench.methods.patches import patch_starts, predict_noise_map, sample_patches
+from bench.methods.patches import (
+    chunk_for_memory,
+    patch_starts,
+    predict_noise_map,
+    sample_patches,
+    unet_forward,
+)
 from bench.methods.scoring import (
     GaussianScorer,
     IrfScorer,
@@ -92,6 +106,23 @@ log = logging.getLogger(__name__)
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE, _SEED_SUBSET = 11, 12, 13, 14
 
 SCORERS = ("iforest", "gaussian", "irf", "raw")
+PRECISIONS = ("train", "fp32", "tf32", "bf16", "fp16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+# torch.compile modes that replay CUDA graphs (on a CUDA device).
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# infer_batch=0 on a CPU: patches per pass (full mode: the same number of pixels). 256, the quick
+# preset's: at one thread, passes of 128 were 1.2-1.4x slower here (results/perf/README.md).
+CPU_AUTO_PATCHES = 256
+# Training: "converged" = the loss moving average first within this share of its final value.
+_CONVERGED_WITHIN = 0.05
+_CURVE_FIELDS = (
+    "loss_curve",
+    "train_steps_per_s",
+    "train_patches_per_s",
+    "converged_step",
+    "converged_seconds",
+)
 
 # The parameters the trained U-Net depends on; any other parameter can change without retraining.
 TRAINING_FIELDS: tuple[str, ...] = (
@@ -138,7 +169,15 @@ class RadarParams:
     # inference
     t: int = 1
     infer_stride: int = 1
-    infer_batch: int = 1024  # patches per forward pass; halved on a CUDA out-of-memory
+    # Patches per forward pass (full mode: as many tiles/images as hold the same number of
+    # pixels); halved on a CUDA out-of-memory. 0 = automatic: what fits the GPU, a fixed CPU size.
+    infer_batch: int = 1024
+    # Inference fast paths (the defaults are the plain path; see the class docstring).
+    infer_precision: Literal["train", "fp32", "tf32", "bf16", "fp16"] = "train"
+    channels_last: bool = False
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
+    inference: Literal["patches", "full"] = "patches"  # full: the U-Net on the whole image
+    full_tile: int = 0  # full mode: 0 = one pass per image, else tiles of this size, half overlap
     # features and scorer
     blur_sigma: float = 1.0  # 0 disables the blur (of the noise map, or of the IRF for irf)
     window: int = 8
@@ -203,7 +242,24 @@ class RadarParams:
             "infer_stride",
             f"between 1 and patch_size ({self.patch_size}) so that patches cover every pixel",
         )
-        check(self.infer_batch >= 1, "infer_batch", ">= 1")
+        check(self.infer_batch >= 0, "infer_batch", ">= 0 (0 = automatic)")
+        check(self.infer_precision in PRECISIONS, "infer_precision", f"one of {PRECISIONS}")
+        check(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
+        check(self.inference in ("patches", "full"), "inference", "patches or full")
+        if self.full_tile:
+            check(
+                self.patch_size <= self.full_tile <= s and self.full_tile % factor == 0,
+                "full_tile",
+                f"0 (whole image) or a multiple of {factor} between patch_size "
+                f"({self.patch_size}) and image_size ({s})",
+            )
+        elif self.inference == "full":
+            check(
+                s % factor == 0,
+                "image_size",
+                f"divisible by {factor} for inference=full (the U-Net halves it "
+                f"{levels - 1} times), or set radar.full_tile",
+            )
         check(self.blur_sigma >= 0, "blur_sigma", ">= 0")
         check(
             blur_kernel_size(self.blur_sigma) // 2 < s,
@@ -253,7 +309,15 @@ class Radar:
     """RADAR as a :class:`~bench.interface.Detector`: ``fit`` on normal images, ``predict``.
 
     Fitted state (after ``fit``): ``unet_``, ``scheduler_``, ``scorer_``, ``train_loss_`` (final
-    moving average of the training loss) and ``fit_info_`` (a dict for the result record).
+    moving average of the training loss) and ``fit_info_`` (a dict for the result record);
+    ``infer_unet_`` (the U-Net as inference calls it: compiled with ``compile``) and
+    ``infer_batch_`` (inputs per U-Net pass, after the automatic choice and any halving).
+
+    Inference fast paths (issue #8; the defaults are the plain path, bit for bit):
+    ``infer_precision`` (autocast; ``tf32`` and ``fp16`` need CUDA), ``channels_last``,
+    ``infer_batch=0`` (as many patches per pass as fit the GPU), ``compile`` (``torch.compile``;
+    ``reduce-overhead`` replays CUDA graphs) and ``inference=full`` (the patch-trained U-Net on
+    the whole image, or on ``full_tile`` tiles, in one pass).
     """
 
     name = "radar"
@@ -281,26 +345,105 @@ class Radar:
         return x * 2.0 - 1.0
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """Training's autocast dtype (``precision``)."""
         if self.params.precision == "bf16" and device.type == "cuda":
             return torch.bfloat16
         return None
 
+    # -- inference fast paths ------------------------------------------------------------------
+
+    def inference_precision(self, device: torch.device) -> str:
+        """``infer_precision`` resolved: ``train`` is inference as trained (bf16 autocast where
+        ``precision=bf16`` trains on CUDA, else fp32)."""
+        if self.params.infer_precision == "train":
+            return "bf16" if self._autocast_dtype(device) else "fp32"
+        return self.params.infer_precision
+
+    def _check_device(self, device: torch.device) -> None:
+        precision = self.params.infer_precision
+        if precision in ("fp16", "tf32") and device.type != "cuda":
+            raise ConfigError(
+                f"radar.infer_precision={precision} needs a CUDA device, got {device.type} "
+                "(use bf16 or fp32 there)"
+            )
+
+    def inference_geometry(self) -> tuple[int, int]:
+        """(patch, stride) of inference: RADAR's patches, or whole images / half-overlapping
+        tiles in full mode (a patch as large as the image is one pass over it)."""
+        p = self.params
+        if p.inference == "patches":
+            return p.patch_size, p.infer_stride
+        if p.full_tile:
+            return p.full_tile, max(1, p.full_tile // 2)
+        return p.image_size, 1
+
+    def _resolve_infer_batch(self, device: torch.device) -> int:
+        """Inputs per U-Net pass: ``infer_batch`` patches' worth of pixels, or, with
+        ``infer_batch=0``, what fits in half the free GPU memory (a fixed size on a CPU)."""
+        p = self.params
+        patch, _ = self.inference_geometry()
+        if p.infer_batch or device.type != "cuda":
+            patches = p.infer_batch or CPU_AUTO_PATCHES
+            return max(1, patches * p.patch_size**2 // patch**2)
+        item = torch.randn(1, 1, patch, patch, device=device)
+        forward = unet_forward(
+            self.unet_, self.params.t, device, self._infer_autocast(device), p.channels_last
+        )
+        with self._matmul_precision(device):
+            return chunk_for_memory(forward, item, device)
+
+    def _infer_autocast(self, device: torch.device) -> torch.dtype | None:
+        return _AUTOCAST.get(self.inference_precision(device))
+
+    @contextlib.contextmanager
+    def _matmul_precision(self, device: torch.device) -> Iterator[None]:
+        """``tf32``: TensorFloat-32 for the float32 matrix products too (cuDNN convolutions use
+        it by default), restored afterwards."""
+        if self.inference_precision(device) != "tf32":
+            yield
+            return
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
+
+    def _setup_inference(self, device: torch.device) -> None:
+        """The trained U-Net made ready for inference: memory format, compilation, batch size."""
+        p = self.params
+        if p.channels_last:
+            self.unet_.to(memory_format=torch.channels_last)
+        self.infer_unet_ = self.unet_
+        if p.compile != "none":
+            mode = None if p.compile == "default" else p.compile
+            self.infer_unet_ = torch.compile(self.unet_, mode=mode)
+        self.infer_batch_ = self._resolve_infer_batch(device)
+
     def _single_step(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Prepared images on the model's device -> (predicted noise, injected noise) maps."""
         p = self.params
+        patch, stride = self.inference_geometry()
+        cuda_graphs = p.compile in _CUDA_GRAPH_MODES and self.device_.type == "cuda"
         # Re-seeded at every call: the maps are a function of the fitted model and the input only.
         generator = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
-        noise_map, self.infer_batch_ = predict_noise_map(
-            self.unet_,
-            self.scheduler_,
-            x,
-            p.t,
-            p.patch_size,
-            p.infer_stride,
-            self.infer_batch_,
-            generator,
-            self._autocast_dtype(self.device_),
-        )
+        with self._matmul_precision(self.device_):
+            noise_map, self.infer_batch_ = predict_noise_map(
+                self.infer_unet_,
+                self.scheduler_,
+                x,
+                p.t,
+                patch,
+                stride,
+                self.infer_batch_,
+                generator,
+                self._infer_autocast(self.device_),
+                channels_last=p.channels_last,
+                # CUDA graphs: one shape for every pass; automatic batch: fewer ragged passes.
+                pad=cuda_graphs,
+                group_chunks=1 if p.infer_batch else 4,
+                cuda_graphs=cuda_graphs,
+            )
         # predict_noise_map noises the images with its generator's first draw: replay that draw.
         replay = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
         eps = torch.randn(x.shape, generator=replay, device=replay.device, dtype=x.dtype)
@@ -392,20 +535,13 @@ class Radar:
     def fit(self, train: ImageSet, ctx: RunContext) -> Radar:
         p = self.params
         dev = ctx.device
-        x = self._prepare(train.images).to(dev)
+        self._check_device(dev)
+        x = self._prepare(train.images.to(dev))
         self.device_ = dev
         self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
-        self.infer_batch_ = p.infer_batch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
-            unet = build_unet(
-                p.patch_size,
-                1,
-                p.block_out_channels,
-                p.layers_per_block,
-                p.norm_num_groups,
-                p.attention,
-            )
+            unet = self._build_unet()
         self.unet_ = unet.to(dev)
         self.scheduler_ = make_scheduler(p.num_train_timesteps, p.beta_schedule)
 
@@ -421,10 +557,10 @@ class Radar:
         if cached is None:
             with PeakMemory(dev) as train_mem:
                 start = time.perf_counter()
-                loss = self._train(x, ctx, train_share)
+                curve = self._train(x, ctx, train_share)
                 train_s = time.perf_counter() - start
             trained = {
-                "final_loss": loss,
+                **curve,
                 "train_seconds": round(train_s, 3),
                 "train_peak_mem_mb": round(train_mem.peak_mb, 1),
                 "train_peak_mem_kind": train_mem.kind,
@@ -435,6 +571,7 @@ class Radar:
             trained = cached
             ctx.progress("radar: U-Net reused from the run cache", train_share)
         self.unet_.eval()
+        self._setup_inference(dev)
         loss = float(trained["final_loss"])
 
         ctx.progress("radar: scorer on the training images", train_share)
@@ -461,22 +598,52 @@ class Radar:
             "scorer_images": n_scorer,
             "unet_parameters": sum(q.numel() for q in self.unet_.parameters()),
             "precision": "bf16" if self._autocast_dtype(dev) else "fp32",
+            "infer_precision": self.inference_precision(dev),
             "infer_batch": self.infer_batch_,
+            # Training throughput and the loss curve ("time to convergence"; see _train).
+            **{k: trained[k] for k in _CURVE_FIELDS if k in trained},
         }
         return self
 
-    def _train(self, x: Tensor, ctx: RunContext, share: float) -> float:
-        """The noise-prediction loss on random patches; returns the final moving-average loss."""
+    def _build_unet(self) -> UNet2DModel:
+        p = self.params
+        return build_unet(
+            p.patch_size,
+            1,
+            p.block_out_channels,
+            p.layers_per_block,
+            p.norm_num_groups,
+            p.attention,
+        )
+
+    def _train(self, x: Tensor, ctx: RunContext, share: float) -> dict[str, object]:
+        """The noise-prediction loss on random patches.
+
+        The training fast path: every step draws its (image, position) patches on the device
+        (:func:`~bench.methods.patches.sample_patches`: no materialised patch set, no
+        DataLoader), optionally under bf16 autocast (``precision``), with the fused AdamW
+        kernel on CUDA. Returns the final moving-average loss and the loss curve: the moving
+        average at <= 51 checkpoints (``loss_curve``: [step, loss, seconds]), steps/s and
+        patches/s, and the first checkpoint within 5% of the final loss (``converged_step``,
+        ``converged_seconds``: time to convergence).
+        """
         p = self.params
         dev = x.device
         unet, scheduler = self.unet_, self.scheduler_
         generator = _device_generator(ctx, _SEED_TRAIN, dev)
         ys = patch_starts(p.image_size, p.patch_size, p.train_stride)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        optimizer = torch.optim.AdamW(
+            unet.parameters(),
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            **({"fused": True} if dev.type == "cuda" else {}),
+        )
         autocast = self._autocast_dtype(dev)
         every = max(1, p.train_steps // 50)
         ema = torch.zeros((), device=dev)
+        curve: list[list[float]] = []
         unet.train()
+        start = time.perf_counter()
         for step in range(1, p.train_steps + 1):
             patches = sample_patches(x, p.patch_size, ys, ys, p.batch_size, generator)
             with torch.autocast(dev.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
@@ -487,44 +654,91 @@ class Radar:
             # A moving average over ~50 steps, kept on the device to avoid a sync per step.
             ema = loss.detach() if step == 1 else 0.98 * ema + 0.02 * loss.detach()
             if step % every == 0 or step == p.train_steps:
+                value = float(ema.item())  # synchronises: the clock below is honest on CUDA
+                curve.append([step, value, round(time.perf_counter() - start, 4)])
                 ctx.progress(
-                    f"radar: step {step}/{p.train_steps}, loss {ema.item():.4f}",
+                    f"radar: step {step}/{p.train_steps}, loss {value:.4f}",
                     share * step / p.train_steps,
                 )
+        seconds = max(time.perf_counter() - start, 1e-9)
         unet.eval()
-        return float(ema.item())
+        final = float(ema.item())
+        converged = next(c for c in curve if c[1] <= final * (1 + _CONVERGED_WITHIN))
+        return {
+            "final_loss": final,
+            "loss_curve": curve,
+            "train_steps_per_s": round(p.train_steps / seconds, 3),
+            "train_patches_per_s": round(p.train_steps * p.batch_size / seconds, 1),
+            "converged_step": int(converged[0]),
+            "converged_seconds": converged[2],
+        }
 
     @property
     def inference_info(self) -> dict[str, object]:
+        """How inference runs: mode, precision, U-Net passes, patches (or tiles) per image."""
         p = self.params
-        n = len(patch_starts(p.image_size, p.patch_size, p.infer_stride)) ** 2
-        return {"mode": "patches", "unet_forward_passes": 1, "patches_per_image": n, "t": p.t}
+        patch, stride = self.inference_geometry()
+        n = len(patch_starts(p.image_size, patch, stride)) ** 2
+        device = getattr(self, "device_", None)
+        batch = getattr(self, "infer_batch_", p.infer_batch)
+        return {
+            "mode": p.inference,
+            "unet_forward_passes": 1,  # one diffusion step: every pixel through the U-Net once
+            "patches_per_image": n,  # full mode: tiles per image (1 = the whole image)
+            "patch_size": patch,
+            "stride": stride,
+            "t": p.t,
+            "precision": p.infer_precision if device is None else self.inference_precision(device),
+            "channels_last": p.channels_last,
+            "compile": p.compile,
+            "infer_batch": batch,
+            "unet_calls_per_image": round(n / batch, 4) if batch else None,
+        }
 
     def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float:
-        """U-Net GFLOPs of one test image: one patch forward times the patches per image.
+        """U-Net GFLOPs of one test image: one patch (tile, image) forward times their number.
 
-        ``image_size`` is the evaluation size; RADAR always works at ``image_size`` itself.
+        ``image_size`` is the evaluation size; RADAR always works at ``image_size`` itself. The
+        count does not depend on the weights, so an unfitted detector counts a fresh U-Net.
         """
         p = self.params
-        patch = torch.zeros(1, 1, p.patch_size, p.patch_size, device=self.device_)
-        timestep = torch.tensor([p.t], device=self.device_)
-        per_patch = count_gflops(self.unet_, patch, timestep)
-        return per_patch * len(patch_starts(p.image_size, p.patch_size, p.infer_stride)) ** 2
+        patch, stride = self.inference_geometry()
+        unet, device = getattr(self, "unet_", None), getattr(self, "device_", torch.device("cpu"))
+        if unet is None:
+            with torch.random.fork_rng(devices=[]):
+                unet = self._build_unet()
+        x = torch.zeros(1, 1, patch, patch, device=device)
+        per_pass = count_gflops(unet, x, torch.tensor([p.t], device=device))
+        return per_pass * len(patch_starts(p.image_size, patch, stride)) ** 2
 
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "scorer_"):
             raise RuntimeError("Radar.predict called before fit")
-        inputs, processed = self._scorer_inputs(self._prepare(test.images).to(self.device_))
+        inputs, processed = self._scorer_inputs(self._prepare(test.images.to(self.device_)))
         if isinstance(self.scorer_, IrfScorer):
             processed = self.scorer_.pixel_map(inputs)
             scores = self.scorer_.reduce_map(processed)
             decisions = (scores > self.scorer_.threshold_).long()
         else:
-            scores, decisions = self.scorer_.score(inputs), self.scorer_.decide(inputs)
+            scores = self.scorer_.score(inputs)
+            decisions = self._decide(inputs, scores)
         maps = F.interpolate(
             processed.float(), size=test.image_size, mode="bilinear", align_corners=False
         )
         return Prediction(scores=scores, decisions=decisions, maps=maps[:, 0].float().cpu())
+
+    def _decide(self, inputs: Tensor, scores: Tensor) -> Tensor:
+        """The scorer's decisions, from the scores already computed where its rule allows: the
+        IsolationForest's ``predict`` flags ``score_samples < offset_``, i.e. our score (minus
+        ``score_samples``) ``> -offset_``; the Gaussian and raw scorers flag ``score >
+        threshold_``. The same 0/1 as ``decide``, without scoring twice (the forest's CPU
+        traversal is a large share of a small batch's latency)."""
+        scorer = self.scorer_
+        if isinstance(scorer, IsolationForestScorer):
+            return (scores > -scorer.forest_.offset_).long()
+        if isinstance(scorer, GaussianScorer | RawScorer):
+            return (scores > scorer.threshold_).long()
+        return scorer.decide(inputs)
 
 
 def method_entries() -> list[MethodEntry]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from bench.errors import DataError
+from bench.perf.report import speed_figures
 from bench.reports import charts, latex, markdown, qualitative
 from bench.reports.csv_out import write_csv
 from bench.reports.html import render_index
@@ -92,6 +93,8 @@ def write_report(
         result.skipped.append("latency: no timing in the records")
     else:
         save(charts.latency_figure(latency), "latency", "Inference latency per method.")
+    for name, fig, caption in speed_figures(ok):  # bench speed: every variant, batch sweep
+        save(fig, name, caption)
     if "timing.fit_s" in rows and rows["timing.fit_s"].notna().any():
         save(charts.fit_time_figure(rows), "fit_time", "Fit (training) time per method.")
     if {"timing.images_per_s"} <= set(rows) and any(

@@ -366,6 +366,8 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
 def all_tables(
     data: RunData, ablation_list: list[Ablation], digits: int = 2, interval: str = "std"
 ) -> list[Table]:
-    tables = [main_table(data, digits, interval=interval), timing_table(data)]
+    from bench.perf.report import speed_table  # bench speed records: every variant (#8)
+
+    tables = [main_table(data, digits, interval=interval), timing_table(data), speed_table(data)]
     tables += [ablation_table(a, digits) for a in ablation_list]
     return [t for t in tables if t is not None]
