@@ -271,7 +271,8 @@ class DDPMRecon:
                 loss.backward()
                 optimizer.step()
                 step += 1
-                ema = float(loss) if step == 1 else 0.98 * ema + 0.02 * float(loss)
+                value = float(loss.detach())
+                ema = value if step == 1 else 0.98 * ema + 0.02 * value
                 if step % every == 0 or step == total:
                     ctx.progress(f"ddpm_recon: step {step}/{total}, loss {ema:.4f}", step / total)
         unet.eval()
