@@ -112,7 +112,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # infer_batch=0 on a CPU: patches per pass (full mode: the same number of pixels). 256, the quick
-# preset's: at one thread, passes of 128 were 1.2-1.4x slower here (results/perf/README.md).
+# preset's; on the 2-core CPU 128 and 256 were within 15% of each other (results/perf/README.md).
 CPU_AUTO_PATCHES = 256
 # Training: "converged" = the loss moving average first within this share of its final value.
 _CONVERGED_WITHIN = 0.05
