@@ -45,6 +45,37 @@ err_console = Console(stderr=True)
 _DEBUG = False
 
 
+# Where jobs run: shared by `bench run` and `bench ablate` (bench/launchers).
+LAUNCHER_OPTION = typer.Option(
+    "local", "--launcher", help="Where jobs run: local (this machine) | ray | slurm."
+)
+WORKERS_OPTION = typer.Option(
+    1, "--workers", help="local: jobs at once, each in its own process (own GPU if several)."
+)
+RAY_ADDRESS_OPTION = typer.Option(
+    None, "--ray-address", help="ray: cluster address (auto, ray://host:10001); default local."
+)
+SLURM_PARTITION_OPTION = typer.Option(None, "--slurm-partition", help="slurm: partition.")
+SLURM_GPUS_OPTION = typer.Option(
+    None, "--slurm-gpus-per-job", help="slurm: GPUs per job (default 1; 0 with --device cpu)."
+)
+SLURM_TIME_OPTION = typer.Option(60, "--slurm-time", help="slurm: time limit per job, minutes.")
+SLURM_CPUS_OPTION = typer.Option(
+    None, "--slurm-cpus-per-job", help="slurm: CPUs per job (default --threads)."
+)
+SLURM_MEM_OPTION = typer.Option(None, "--slurm-mem-gb", help="slurm: memory, GB.")
+SLURM_PARALLELISM_OPTION = typer.Option(
+    None, "--slurm-array-parallelism", help="slurm: at most this many jobs at once."
+)
+SLURM_SETUP_OPTION = typer.Option(
+    [], "--slurm-setup", help="slurm: shell line run before each job (repeatable)."
+)
+SLURM_CLUSTER_OPTION = typer.Option("slurm", "--slurm-cluster", hidden=True)
+WAIT_OPTION = typer.Option(
+    True, "--wait/--no-wait", help="slurm: wait for the jobs (--no-wait: submit, return)."
+)
+
+
 def _data_root(value: Path | None) -> Path | None:
     if value is not None:
         return value
@@ -103,34 +134,18 @@ def run(
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
     ),
-    launcher: str = typer.Option(
-        "local", "--launcher", help="Where jobs run: local (this machine) | ray | slurm."
-    ),
-    workers: int = typer.Option(
-        1, "--workers", help="local: jobs at once, each in its own process (own GPU if several)."
-    ),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address", help="ray: cluster address (auto, ray://host:10001); default local."
-    ),
-    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="slurm: partition."),
-    slurm_gpus_per_job: int | None = typer.Option(
-        None, "--slurm-gpus-per-job", help="slurm: GPUs per job (default 1; 0 with --device cpu)."
-    ),
-    slurm_time: int = typer.Option(60, "--slurm-time", help="slurm: time limit per job, minutes."),
-    slurm_cpus_per_job: int | None = typer.Option(
-        None, "--slurm-cpus-per-job", help="slurm: CPUs per job (default --threads)."
-    ),
-    slurm_mem_gb: float | None = typer.Option(None, "--slurm-mem-gb", help="slurm: memory, GB."),
-    slurm_array_parallelism: int | None = typer.Option(
-        None, "--slurm-array-parallelism", help="slurm: at most this many jobs at once."
-    ),
-    slurm_setup: list[str] = typer.Option(
-        [], "--slurm-setup", help="slurm: shell line run before each job (repeatable)."
-    ),
-    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True),
-    wait: bool = typer.Option(
-        True, "--wait/--no-wait", help="slurm: wait for the jobs (--no-wait: submit, return)."
-    ),
+    launcher: str = LAUNCHER_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    slurm_partition: str | None = SLURM_PARTITION_OPTION,
+    slurm_gpus_per_job: int | None = SLURM_GPUS_OPTION,
+    slurm_time: int = SLURM_TIME_OPTION,
+    slurm_cpus_per_job: int | None = SLURM_CPUS_OPTION,
+    slurm_mem_gb: float | None = SLURM_MEM_OPTION,
+    slurm_array_parallelism: int | None = SLURM_PARALLELISM_OPTION,
+    slurm_setup: list[str] = SLURM_SETUP_OPTION,
+    slurm_cluster: str = SLURM_CLUSTER_OPTION,
+    wait: bool = WAIT_OPTION,
 ) -> None:
     """Run methods x datasets x seeds; one record per job; finished jobs are skipped."""
     from bench import runner
@@ -283,10 +298,28 @@ def ablate(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per job."),
     timing_repeats: int = typer.Option(5, "--timing-repeats", help="Timed latency repeats."),
+    launcher: str = LAUNCHER_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    slurm_partition: str | None = SLURM_PARTITION_OPTION,
+    slurm_gpus_per_job: int | None = SLURM_GPUS_OPTION,
+    slurm_time: int = SLURM_TIME_OPTION,
+    slurm_cpus_per_job: int | None = SLURM_CPUS_OPTION,
+    slurm_mem_gb: float | None = SLURM_MEM_OPTION,
+    slurm_array_parallelism: int | None = SLURM_PARALLELISM_OPTION,
+    slurm_setup: list[str] = SLURM_SETUP_OPTION,
+    slurm_cluster: str = SLURM_CLUSTER_OPTION,
+    wait: bool = WAIT_OPTION,
 ) -> None:
-    """Run one method over a grid of parameter values; a table per varied parameter."""
+    """Run one method over a grid of parameter values; a table per varied parameter.
+
+    The jobs go where ``bench run``'s do (``--workers``, ``--launcher ray|slurm``); variants that
+    share a training configuration reuse one trained model through the run's cache when they run
+    one after the other, and may each train it when they run at once.
+    """
     from bench import runner
     from bench.ablate import ablation_tables, expand_ablation, parse_grid
+    from bench.launchers import LauncherOptions, done_line, make_launcher
 
     axes = parse_grid(grid)
     cfg = RunConfig(
@@ -303,9 +336,27 @@ def ablate(
         if threads < 1:
             raise ConfigError(f"--threads {threads}: expected a positive integer")
         cfg.threads = threads
+    elif workers > 1:  # as for bench run: the cores are shared out, not oversubscribed
+        cfg.threads = max(1, min(8, (os.cpu_count() or 1) // workers))
     if timing_repeats < 1:
         raise ConfigError(f"--timing-repeats {timing_repeats}: expected a positive integer")
     plan = expand_ablation(cfg, axes, one_at_a_time)
+    elsewhere = make_launcher(
+        LauncherOptions(
+            launcher=launcher,
+            workers=workers,
+            ray_address=ray_address,
+            slurm_partition=slurm_partition,
+            slurm_gpus_per_job=slurm_gpus_per_job,
+            slurm_time=slurm_time,
+            slurm_cpus_per_job=slurm_cpus_per_job,
+            slurm_mem_gb=slurm_mem_gb,
+            slurm_array_parallelism=slurm_array_parallelism,
+            slurm_cluster=slurm_cluster,
+            slurm_setup=tuple(slurm_setup),
+            wait=wait,
+        )
+    )
     console.print(f"ablation: {len(plan.jobs)} jobs ({plan.mode}) of {method}")
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
@@ -320,7 +371,9 @@ def ablate(
 
         def on_job_end(record: dict[str, Any] | None) -> None:
             bar.advance(overall)
-            if record is not None and record.get("status") != "ok":
+            if record is not None and elsewhere is not None:  # a line per job from the workers
+                bar.console.print(done_line(record), markup=False, highlight=False)
+            elif record is not None and record.get("status") != "ok":
                 error = escape(str(record["error"]))
                 bar.console.print(f"[red]failed[/red] {record['job_id']}: {error}")
 
@@ -335,14 +388,28 @@ def ablate(
                 on_job_end=on_job_end,
                 job_list=plan.jobs,
                 manifest_extra={"ablation": plan.manifest()},
+                launcher=elsewhere,
             )
         except KeyboardInterrupt:
-            err_console.print("interrupted: finished jobs are saved; rerun to resume")
+            err_console.print(
+                "interrupted: finished jobs are saved; rerun to resume"
+                + ("; SLURM jobs keep running (scancel stops them)" if launcher == "slurm" else "")
+            )
             raise typer.Exit(130) from None
+        finally:
+            if elsewhere is not None:
+                elsewhere.close()
     for table in ablation_tables(outcome.records, plan.manifest()):
         console.print(table)
     note = f" ({outcome.skipped} already done, skipped)" if outcome.skipped else ""
     console.print(f"results: {outcome.run_dir}{note}")
+    if outcome.submitted:
+        console.print(
+            f"submitted {outcome.submitted} job(s), not waiting; follow them with: "
+            f"bench status {outcome.run_dir}",
+            markup=False,
+            highlight=False,
+        )
     for rec in outcome.failed:
         err_console.print(
             f"failed: {rec.get('dataset')} seed {rec.get('seed')} {rec.get('varied')}: "

@@ -319,3 +319,27 @@ def test_worker_registry_loads_the_rest_only_when_asked(monkeypatch):
     assert sorted(registry.methods()) == ["b"] and imported == ["fake_b"]
     assert registry.get_method("a").name == "a" and imported == ["fake_b", "fake_a"]
     assert registry.builtin_module("a") == "fake_a" and sorted(registry.methods()) == ["a", "b"]
+
+
+def test_ablate_through_workers_gives_the_in_process_records(tmp_path, meandiff):
+    """bench ablate takes the launchers too: the same ablation records, varied values included."""
+    grid = [
+        "ablate", "--method", "meandiff", "--datasets", "synthetic", "--seeds", "0,1",
+        "--grid", "reduce=max,mean", "--set", "meandiff.maps=false", "--threads", "1",
+        "--timing-repeats", "1", "--results-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert bench([*grid, "--run-id", "here"]) == 0
+    assert bench([*grid, "--run-id", "workers", "--workers", "2"]) == 0
+    here, workers = results(tmp_path / "here"), results(tmp_path / "workers")
+    assert len(here) == 4 and workers == here
+
+    def varied(run: str) -> dict[str, object]:
+        return {
+            rec["job_id"]: rec["varied"]
+            for rec in map(json.loads, map(Path.read_text, (tmp_path / run).glob("jobs/*.json")))
+        }
+
+    assert varied("workers") == varied("here")
+    assert {w["worker"] for w in launchers(tmp_path / "workers")} <= {0, 1}
+    manifest = json.loads((tmp_path / "workers" / "manifest.json").read_text())
+    assert manifest["launcher"] == {"name": "local", "workers": 2} and "ablation" in manifest
