@@ -19,7 +19,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 import torch
@@ -27,9 +27,10 @@ import torch
 from bench import __version__, registry
 from bench.config import JobSpec, RunConfig, expand_jobs, resolve_device
 from bench.datasets import make_dataset
+from bench.datasets.base import Dataset
 from bench.errors import BenchError, ConfigError
 from bench.interface import ImageSet, Prediction, RunContext
-from bench.protocol import calibration_split, evaluate
+from bench.protocol import CalibrationSplit, ThresholdProtocol, calibration_split, evaluate
 from bench.provenance import device_name, environment, git_commit
 from bench.reports.examples import example_maps
 from bench.seeding import seed_everything
@@ -62,7 +63,24 @@ class RunOutcome:
         return [r for r in self.records if r.get("status") != "ok"]
 
 
-def job_flags(spec: JobSpec, detector: object) -> list[str]:
+class JobLike(Protocol):
+    """What a job record is built from: a :class:`~bench.config.JobSpec`, or a job of
+    ``bench speed`` (:class:`bench.perf.speed.SpeedJob`)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def params_hash(self) -> str: ...
+
+    method: str
+    params: dict[str, object]
+    preset: str
+    dataset: str
+    seed: int
+    threshold: ThresholdProtocol
+
+
+def job_flags(spec: JobLike, detector: object) -> list[str]:
     """Marks that every table must show beside the numbers (never silently mixed)."""
     flags = [] if spec.preset == "paper" else [f"preset:{spec.preset}"]
     if spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
@@ -108,19 +126,10 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     return "crash", f"{type(exc).__name__}: {exc}"
 
 
-def run_job(
-    spec: JobSpec,
-    cfg: RunConfig,
-    device: torch.device,
-    store: RunStore,
-    run_id: str,
-    progress: ProgressFn,
-    launcher: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run one job and write its record; never raises for a failure inside the job.
-    ``launcher`` says what ran it (``{"name": "ray", "node": ...}``; default in-process local)."""
-    started = _now()
-    record: dict[str, Any] = {
+def record_head(spec: JobLike, run_id: str, device: torch.device, cfg: Any) -> dict[str, Any]:
+    """The fields every job record starts with: what ran, on what, with which code and when.
+    ``cfg`` is the run's configuration (its ``threads`` and ``config_hash`` are recorded)."""
+    return {
         "job_id": spec.job_id,
         "run_id": run_id,
         "method": spec.method,
@@ -135,8 +144,114 @@ def run_job(
         "config_hash": cfg.config_hash,
         "bench_version": __version__,
         "git_commit": git_commit(Path.cwd()),
-        "started_at": started,
+        "started_at": _now(),
         "threshold_rule": spec.threshold.rule,
+    }
+
+
+def job_context(
+    spec: JobLike, device: torch.device, store: RunStore, progress: ProgressFn
+) -> RunContext:
+    """The method's view of its job: seed, device, scratch folder, the run's shared cache."""
+    return RunContext(
+        seed=spec.seed,
+        device=device,
+        work_dir=store.run_dir / "work" / spec.job_id,
+        cache_dir=store.run_dir / "cache",
+        progress=progress,
+    )
+
+
+def data_fields(
+    dataset: Dataset, train: ImageSet, split: CalibrationSplit, test: ImageSet
+) -> dict[str, Any]:
+    """What the job saw: the dataset, the fit / calibration split, the evaluated images."""
+    return {
+        "dataset_family": dataset.family,
+        "category": dataset.category,
+        "image_size": list(test.image_size),
+        "channels": test.channels,
+        "n_train": len(train),
+        "n_fit": len(split.fit_index),
+        "n_calibration": split.n_calibration,
+        "n_test": len(test),
+        "n_test_anomalous": int(test.labels.sum()),
+    }
+
+
+def evaluation_fields(
+    spec: JobLike,
+    detector: object,
+    test: ImageSet,
+    pred: Prediction,
+    split: CalibrationSplit,
+    cal_pred: Prediction | None,
+) -> dict[str, Any]:
+    """Metrics under the threshold protocol and what the detector says of itself (fit info,
+    inference, flags): the record fields that do not depend on how the job was timed."""
+    protocol = spec.threshold
+    cal_scores = None if cal_pred is None else cal_pred.scores
+    if cal_scores is not None and tuple(cal_scores.shape) != (split.n_calibration,):
+        raise ValueError(
+            f"prediction scores of the {split.n_calibration} calibration images must be "
+            f"({split.n_calibration},), got {tuple(cal_scores.shape)}"
+        )
+    result = evaluate(test, pred, cal_scores, protocol, spec.seed)
+    flags = job_flags(spec, detector)
+    if split.n_calibration < split.wanted:  # too few training images for the full hold-out
+        flags.append(f"calibration:n={split.n_calibration}")
+    return {
+        "metrics": result.metrics,
+        "metrics_ci": result.metrics_ci,
+        "per_defect": result.per_defect,
+        "threshold": result.thresholds[protocol.rule],
+        "thresholds": result.thresholds,
+        "calibration": {
+            "fraction": protocol.calibration_fraction,
+            "target_fpr": protocol.target_fpr,
+            "quantile_method": "numpy inverted_cdf; anomalous if score > threshold",
+            "n": split.n_calibration,
+            "names_sha256": split.names_sha256,
+            **result.calibration,
+        },
+        "fit_info": getattr(detector, "fit_info_", {}),
+        # How inference is done and what it costs besides time (e.g. U-Net evaluations/image).
+        "inference": dict(getattr(detector, "inference_info", {}) or {}),
+        "flags": flags,
+    }
+
+
+def write_side_files(
+    store: RunStore,
+    job_id: str,
+    test: ImageSet,
+    pred: Prediction,
+    calibration: ImageSet | None,
+    cal_pred: Prediction | None,
+) -> None:
+    """The job's per-image scores (test and calibration) and its example maps."""
+    store.write_scores(job_id, scores_frame(test, pred))
+    if calibration is not None and cal_pred is not None:
+        _atomic_write_text(
+            store.jobs_dir / f"{job_id}.calibration.csv",
+            scores_frame(calibration, cal_pred).to_csv(index=False),
+        )
+    store.write_maps(job_id, example_maps(test, pred))
+
+
+def run_job(
+    spec: JobSpec,
+    cfg: RunConfig,
+    device: torch.device,
+    store: RunStore,
+    run_id: str,
+    progress: ProgressFn,
+    launcher: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one job and write its record; never raises for a failure inside the job.
+    ``launcher`` says what ran it (``{"name": "ray", "node": ...}``; default in-process local)."""
+    record: dict[str, Any] = {
+        **record_head(spec, run_id, device, cfg),
         "launcher": launcher or {"name": "local"},
         **spec.record_extra,
     }
@@ -145,13 +260,7 @@ def run_job(
         dataset = make_dataset(spec.dataset, cfg.data_root)
         params = registry.build_params(spec.method, "paper", spec.params)
         detector = registry.build_detector(spec.method, params)
-        ctx = RunContext(
-            seed=spec.seed,
-            device=device,
-            work_dir=store.run_dir / "work" / spec.job_id,
-            cache_dir=store.run_dir / "cache",
-            progress=progress,
-        )
+        ctx = job_context(spec, device, store, progress)
         progress("loading data", 0.0)
         train = dataset.load("train", detector.input_spec, spec.seed)
         test = dataset.load("test", detector.input_spec, spec.seed)
@@ -160,17 +269,7 @@ def run_job(
         protocol = spec.threshold
         split = calibration_split(train.names, protocol.calibration_fraction, spec.seed)
         calibration = train.subset(split.calibration_index) if split.n_calibration else None
-        record.update(
-            dataset_family=dataset.family,
-            category=dataset.category,
-            image_size=list(test.image_size),
-            channels=test.channels,
-            n_train=len(train),
-            n_fit=len(split.fit_index),
-            n_calibration=split.n_calibration,
-            n_test=len(test),
-            n_test_anomalous=int(test.labels.sum()),
-        )
+        record.update(data_fields(dataset, train, split, test))
 
         with PeakMemory(device) as fit_mem, timed(device) as fit_clock:
             detector.fit(train.subset(split.fit_index), ctx)
@@ -185,26 +284,7 @@ def run_job(
             lambda: detector.predict(single), device, cfg.timing_repeats, cfg.timing_warmup
         )
         progress("scoring", 0.98)
-        cal_scores = None if cal_pred is None else cal_pred.scores
-        if cal_scores is not None and tuple(cal_scores.shape) != (split.n_calibration,):
-            raise ValueError(
-                f"prediction scores of the {split.n_calibration} calibration images must be "
-                f"({split.n_calibration},), got {tuple(cal_scores.shape)}"
-            )
-        result = evaluate(test, pred, cal_scores, protocol, spec.seed)
-        record["metrics"] = result.metrics
-        record["metrics_ci"] = result.metrics_ci
-        record["per_defect"] = result.per_defect
-        record["threshold"] = result.thresholds[protocol.rule]
-        record["thresholds"] = result.thresholds
-        record["calibration"] = {
-            "fraction": protocol.calibration_fraction,
-            "target_fpr": protocol.target_fpr,
-            "quantile_method": "numpy inverted_cdf; anomalous if score > threshold",
-            "n": split.n_calibration,
-            "names_sha256": split.names_sha256,
-            **result.calibration,
-        }
+        record.update(evaluation_fields(spec, detector, test, pred, split, cal_pred))
         record["timing"] = {
             "fit_s": fit_clock.elapsed,
             "predict_s": predict_clock.elapsed,
@@ -219,19 +299,7 @@ def run_job(
         }
         gflops = getattr(detector, "gflops_per_image", None)
         record["gflops_per_image"] = gflops(test.image_size) if callable(gflops) else None
-        record["fit_info"] = getattr(detector, "fit_info_", {})
-        # How inference is done and what it costs besides time (e.g. U-Net evaluations/image).
-        record["inference"] = dict(getattr(detector, "inference_info", {}) or {})
-        record["flags"] = job_flags(spec, detector)
-        if split.n_calibration < split.wanted:  # too few training images for the full hold-out
-            record["flags"].append(f"calibration:n={split.n_calibration}")
-        store.write_scores(spec.job_id, scores_frame(test, pred))
-        if calibration is not None and cal_pred is not None:
-            _atomic_write_text(
-                store.jobs_dir / f"{spec.job_id}.calibration.csv",
-                scores_frame(calibration, cal_pred).to_csv(index=False),
-            )
-        store.write_maps(spec.job_id, example_maps(test, pred))
+        write_side_files(store, spec.job_id, test, pred, calibration, cal_pred)
         record["status"] = "ok"
         record["error"] = record["error_kind"] = None
     except KeyboardInterrupt:

@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import __version__, registry
+from bench import registry
 from bench.config import default_threads, resolve_device, stable_hash
 from bench.datasets import make_dataset
 from bench.datasets.base import Dataset
 from bench.errors import ConfigError
-from bench.interface import ImageSet, InputSpec, RunContext
+from bench.interface import ImageSet, InputSpec
 from bench.perf.floor import floor_ms, peak_for
 from bench.perf.ladder import Ladder, check_variants, rungs_for
 from bench.protocol import (
@@ -55,11 +55,16 @@ from bench.protocol import (
     DEFAULT_TARGET_FPR,
     ThresholdProtocol,
     calibration_split,
-    evaluate,
 )
 from bench.provenance import device_name, environment, git_commit
-from bench.reports.examples import example_maps
-from bench.runner import describe_failure, job_flags, scores_frame
+from bench.runner import (
+    data_fields,
+    describe_failure,
+    evaluation_fields,
+    job_context,
+    record_head,
+    write_side_files,
+)
 from bench.seeding import seed_everything
 from bench.store import RunStore
 from bench.timing import PeakMemory, Stopwatch, measure_latency, timed
@@ -285,23 +290,8 @@ def measure_job(
     """Fit, score and time one job; the record (status ``failed`` with the error if it broke)."""
     record: dict[str, Any] = {
         "kind": "speed",
-        "job_id": job.job_id,
-        "run_id": run_id,
-        "method": job.method,
         "variant": job.variant,
-        "params": job.params,
-        "params_hash": job.params_hash,
-        "preset": job.preset,
-        "dataset": job.dataset,
-        "seed": job.seed,
-        "device": str(device),
-        "device_name": device_name(device),
-        "threads": cfg.threads,
-        "config_hash": cfg.config_hash,
-        "bench_version": __version__,
-        "git_commit": git_commit(Path.cwd()),
-        "started_at": _now(),
-        "threshold_rule": job.threshold.rule,
+        **record_head(job, run_id, device, cfg),
     }
     detector = None
     try:
@@ -309,30 +299,14 @@ def measure_job(
         dataset = make_dataset(job.dataset, cfg.data_root)
         params = registry.build_params(job.method, "paper", job.params)
         detector = registry.build_detector(job.method, params)
-        ctx = RunContext(
-            seed=job.seed,
-            device=device,
-            work_dir=store.run_dir / "work" / job.job_id,
-            cache_dir=store.run_dir / "cache",
-            progress=_throttled(progress),
-        )
+        ctx = job_context(job, device, store, _throttled(progress))
         progress("loading data")
         train = _load(dataset, job.dataset, "train", detector.input_spec, job.seed)
         test = _load(dataset, job.dataset, "test", detector.input_spec, job.seed)
         split = calibration_split(train.names, job.threshold.calibration_fraction, job.seed)
         calibration = train.subset(split.calibration_index) if split.n_calibration else None
         scored = eval_subset(test, cfg.eval_images, job.seed)
-        record.update(
-            dataset_family=dataset.family,
-            category=dataset.category,
-            image_size=list(test.image_size),
-            channels=test.channels,
-            n_train=len(train),
-            n_fit=len(split.fit_index),
-            n_calibration=split.n_calibration,
-            n_test=len(scored),
-            n_test_anomalous=int(scored.labels.sum()),
-        )
+        record.update(data_fields(dataset, train, split, scored))
         progress("fitting")
         with PeakMemory(device) as fit_mem, timed(device) as fit_clock:
             detector.fit(train.subset(split.fit_index), ctx)
@@ -340,9 +314,6 @@ def measure_job(
         with PeakMemory(device) as predict_mem, timed(device) as predict_clock:
             pred = detector.predict(scored)
         cal_pred = detector.predict(calibration) if calibration is not None else None
-        result = evaluate(
-            scored, pred, None if cal_pred is None else cal_pred.scores, job.threshold, job.seed
-        )
         rows: list[dict[str, Any]] = []
         seconds_per_image = 0.0  # of the last batch size measured
         for batch in cfg.batches:
@@ -375,19 +346,10 @@ def measure_job(
             )
         )
         record["timing"]["predict_s"] = predict_clock.elapsed
-        record["metrics"] = result.metrics
-        record["metrics_ci"] = result.metrics_ci
-        record["per_defect"] = result.per_defect
-        record["threshold"] = result.thresholds[job.threshold.rule]
-        record["thresholds"] = result.thresholds
-        record["calibration"] = {"n": split.n_calibration, **result.calibration}
-        record["fit_info"] = getattr(detector, "fit_info_", {})
-        record["inference"] = dict(getattr(detector, "inference_info", {}) or {})
-        record["flags"] = job_flags(_FlagSpec(job.preset, job.threshold), detector)
+        record.update(evaluation_fields(job, detector, scored, pred, split, cal_pred))
         if cfg.eval_images and len(scored) < len(test):
             record["flags"].append(f"eval:subset={len(scored)}/{len(test)}")
-        store.write_scores(job.job_id, scores_frame(scored, pred))
-        store.write_maps(job.job_id, example_maps(scored, pred))
+        write_side_files(store, job.job_id, scored, pred, calibration, cal_pred)
         record["status"] = "ok"
         record["error"] = record["error_kind"] = None
     except KeyboardInterrupt:
@@ -402,14 +364,6 @@ def measure_job(
     record["finished_at"] = _now()
     store.write_record(record)
     return record
-
-
-@dataclass(frozen=True)
-class _FlagSpec:
-    """What :func:`bench.runner.job_flags` reads of a job spec."""
-
-    preset: str
-    threshold: ThresholdProtocol
 
 
 def _speed_fields(
