@@ -1,4 +1,5 @@
-"""A tiny, real detector for exercising the runner without training a network."""
+"""Test helpers: a tiny, real detector for exercising the runner without training a network,
+and the smallest RADAR configuration the RADAR tests share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ import torch
 from bench.errors import ConfigError
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
 from bench.registry import MethodEntry, register_method
+
+# RADAR parameters of a U-Net small enough that a fit takes a second or two.
+RADAR_TINY: dict[str, object] = dict(
+    image_size=32,
+    patch_size=16,
+    block_out_channels=(8, 16),
+    norm_num_groups=8,
+    train_steps=3,
+    batch_size=8,
+    infer_stride=8,
+    infer_batch=16,
+)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import RADAR_TINY
 from sklearn.metrics import roc_auc_score
 
 from bench import registry
@@ -29,17 +30,7 @@ from bench.methods.patches import (
 from bench.methods.radar import PRESETS, Radar, RadarParams
 from bench.methods.scoring import IsolationForestScorer, Scorer
 
-# A U-Net small enough that a fit takes a second or two.
-TINY = dict(
-    image_size=32,
-    patch_size=16,
-    block_out_channels=(8, 16),
-    norm_num_groups=8,
-    train_steps=3,
-    batch_size=8,
-    infer_stride=8,
-    infer_batch=16,
-)
+TINY = RADAR_TINY
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RADAR_TINY
 from sklearn.metrics import roc_auc_score
 
 from bench.errors import ConfigError
@@ -30,16 +31,7 @@ from bench.methods.patches import (
 )
 from bench.methods.radar import CPU_AUTO_PATCHES, Radar, RadarParams
 
-TINY = RadarParams(
-    image_size=32,
-    patch_size=16,
-    block_out_channels=(8, 16),
-    norm_num_groups=8,
-    train_steps=3,
-    batch_size=8,
-    infer_stride=8,
-    infer_batch=16,
-)
+TINY = RadarParams(**RADAR_TINY)
 CPU = torch.device("cpu")
 
 
