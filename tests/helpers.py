@@ -97,3 +97,28 @@ def register_meandiff() -> None:
             presets={"quick": {"image_size": 24}},
         )
     )
+
+
+def bench_exit_code(argv: list[str]) -> int:
+    """``bench ARGV`` in this process (test-only methods stay registered); its exit code."""
+    import sys
+
+    import pytest
+
+    from bench import cli
+
+    old = sys.argv
+    sys.argv = ["bench", *argv]
+    try:
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+    finally:
+        sys.argv = old
+    return int(done.value.code or 0)
+
+
+def bench_output(argv: list[str], capsys: object) -> tuple[int, str, str]:
+    """``bench ARGV`` in this process: exit code, stdout, stderr (``capsys`` is pytest's)."""
+    code = bench_exit_code(argv)
+    out = capsys.readouterr()  # type: ignore[attr-defined]
+    return code, out.out, out.err

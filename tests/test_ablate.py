@@ -4,15 +4,15 @@ configuration, resume, and the per-parameter tables."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import bench_output as bench
 
-from bench import cli, runner
+from bench import runner
 from bench.ablate import ablation_frames, expand_ablation, grid_points, parse_grid
 from bench.config import RunConfig, expand_jobs
 from bench.datasets.synthetic import SyntheticDataset
@@ -179,18 +179,6 @@ def test_ablation_trains_one_unet_per_training_config_and_resumes(
     assert list(tables) == ["t", "scorer", "patch_size"]
     assert tables["scorer"]["scorer"].tolist() == ["iforest", "gaussian", "irf"]
     assert tables["scorer"]["n"].tolist() == [4, 4, 4]  # 2 t x 2 patch sizes each
-
-
-def bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
 
 
 def test_cli_ablate_one_at_a_time_prints_a_table_per_parameter(

@@ -9,21 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from bench import cli
-
-
-def bench(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``bench`` in this process (so test-only methods are registered)."""
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
+from helpers import bench_output as bench
 
 
 def test_run_writes_records_and_resumes(tmp_path, capsys, meandiff):

@@ -6,12 +6,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_exit_code as bench
 
-from bench import cli
 from bench.compare import (
     EXIT_PASS,
     EXIT_REGRESSION,
@@ -23,18 +22,6 @@ from bench.compare import (
 from bench.errors import ConfigError
 from bench.registry import get_method, register_method
 from bench.settings import CompareSettings, load_settings
-
-
-def bench(argv: list[str]) -> int:
-    """``bench ARGV`` in this process (test-only methods stay registered); its exit code."""
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    return int(done.value.code or 0)
 
 
 def run_meandiff(results: Path, run_id: str, *extra: str) -> Path:

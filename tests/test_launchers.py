@@ -14,8 +14,8 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import bench_exit_code as bench
 
-from bench import cli
 from bench.store import RunStore
 
 # A 4-job grid of the test-only method, image scores only (no pixel metrics: those import
@@ -26,18 +26,6 @@ GRID = [
 ]  # fmt: skip
 # What must be equal number for number, whichever launcher ran the job.
 RESULT_KEYS = ("metrics", "metrics_ci", "per_defect", "thresholds", "threshold", "n_test")
-
-
-def bench(argv: list[str]) -> int:
-    """``bench ARGV`` in this process (so that the test-only method is registered)."""
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    return int(done.value.code or 0)
 
 
 def results(run_dir: Path) -> dict[str, tuple[str, str]]:

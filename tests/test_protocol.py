@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import bench_output as bench
 
-from bench import cli, runner
+from bench import runner
 from bench.config import RunConfig
 from bench.datasets.synthetic import SyntheticDataset
 from bench.errors import ConfigError, DataError
@@ -236,18 +236,6 @@ def test_test_labels_change_no_calibrated_threshold_or_own_decision(
             assert low <= a["metrics"][name] <= high
     # Every method held out the very same images (and was fit on the same rest).
     assert len(calibration_sets) == 1
-
-
-def bench(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import bench_output as bench
 from PIL import Image
 
 from bench import cli
@@ -43,19 +44,6 @@ from bench.runner import describe_failure
 from bench.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``bench argv`` in this process (test-only methods stay registered)."""
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
 
 
 def records(results: Path) -> list[dict]:

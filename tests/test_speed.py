@@ -7,12 +7,11 @@ images/s = batch / median time, ...), never against a speed.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_output as bench
 
-from bench import cli
 from bench.errors import ConfigError
 from bench.perf.floor import floor_ms, peak_for
 from bench.perf.ladder import Ladder, Rung, radar_ladder, rungs_for
@@ -29,18 +28,6 @@ TINY_RADAR = [
     "radar.infer_stride=8",
     "radar.scorer_images=10",
 ]
-
-
-def bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
 
 
 def test_batches_parse_and_always_hold_one() -> None:

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
-import pytest
+from helpers import bench_output as bench
 
-from bench import cli
 from bench.store import RunStore
-
-
-def bench(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return int(done.value.code or 0), out.out, out.err
 
 
 def _run(tmp_path, capsys, seeds: str, *extra: str) -> int:
