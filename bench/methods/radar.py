@@ -718,27 +718,13 @@ class Radar:
         if isinstance(self.scorer_, IrfScorer):
             processed = self.scorer_.pixel_map(inputs)
             scores = self.scorer_.reduce_map(processed)
-            decisions = (scores > self.scorer_.threshold_).long()
         else:
             scores = self.scorer_.score(inputs)
-            decisions = self._decide(inputs, scores)
+        decisions = self.scorer_.decide_scores(scores)  # no second pass over the features
         maps = F.interpolate(
             processed.float(), size=test.image_size, mode="bilinear", align_corners=False
         )
         return Prediction(scores=scores, decisions=decisions, maps=maps[:, 0].float().cpu())
-
-    def _decide(self, inputs: Tensor, scores: Tensor) -> Tensor:
-        """The scorer's decisions, from the scores already computed where its rule allows: the
-        IsolationForest's ``predict`` flags ``score_samples < offset_``, i.e. our score (minus
-        ``score_samples``) ``> -offset_``; the Gaussian and raw scorers flag ``score >
-        threshold_``. The same 0/1 as ``decide``, without scoring twice (the forest's CPU
-        traversal is a large share of a small batch's latency)."""
-        scorer = self.scorer_
-        if isinstance(scorer, IsolationForestScorer):
-            return (scores > -scorer.forest_.offset_).long()
-        if isinstance(scorer, GaussianScorer | RawScorer):
-            return (scores > scorer.threshold_).long()
-        return scorer.decide(inputs)
 
 
 def method_entries() -> list[MethodEntry]:

@@ -55,6 +55,10 @@ class Scorer(Protocol):
 
     def decide(self, features: Features) -> Tensor: ...
 
+    def decide_scores(self, scores: Tensor) -> Tensor:
+        """``decide`` from the scores ``score`` already gave (no second pass over the features)."""
+        ...
+
 
 def _as_numpy(features: Features) -> np.ndarray:
     if isinstance(features, Tensor):
@@ -93,6 +97,12 @@ class IsolationForestScorer:
     def decide(self, features: Features) -> Tensor:
         z = self.scaler_.transform(_as_numpy(features))
         return torch.from_numpy((self.forest_.predict(z) == -1).astype(np.int64))
+
+    def decide_scores(self, scores: Tensor) -> Tensor:
+        """The forest's ``predict`` flags ``score_samples < offset_``, i.e. our score (minus
+        ``score_samples``) ``> -offset_``: the same 0/1 as ``decide`` without a second traversal
+        of the trees (a large share of a small batch's latency)."""
+        return (scores > -self.forest_.offset_).long()
 
 
 def _quantile_threshold(train_scores: Tensor, quantile: float) -> float:
@@ -172,7 +182,10 @@ class GaussianScorer:
         return torch.from_numpy(self.density_.nll(features))
 
     def decide(self, features: Features) -> Tensor:
-        return (self.score(features) > self.threshold_).long()
+        return self.decide_scores(self.score(features))
+
+    def decide_scores(self, scores: Tensor) -> Tensor:
+        return (scores > self.threshold_).long()
 
 
 class RawScorer:
@@ -194,7 +207,10 @@ class RawScorer:
         return torch.from_numpy(_as_numpy(features)[:, self.column].copy())
 
     def decide(self, features: Features) -> Tensor:
-        return (self.score(features) > self.threshold_).long()
+        return self.decide_scores(self.score(features))
+
+    def decide_scores(self, scores: Tensor) -> Tensor:
+        return (scores > self.threshold_).long()
 
 
 def neighbourhood_features(field: Tensor, size: int) -> Tensor:
@@ -311,4 +327,7 @@ class IrfScorer:
         return self.reduce_map(self.pixel_map(fields))
 
     def decide(self, fields: Tensor) -> Tensor:
-        return (self.score(fields) > self.threshold_).long()
+        return self.decide_scores(self.score(fields))
+
+    def decide_scores(self, scores: Tensor) -> Tensor:
+        return (scores > self.threshold_).long()
