@@ -31,11 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
 from bench.settings import TIMING_METRICS, CompareSettings, MetricRule
-from bench.store import load_results, records_frame, write_json
+from bench.store import RunStore, load_results, records_frame, write_json
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -168,12 +169,12 @@ class MetricResult:
     change: float | None
     tolerance: float
     gated: bool
-    outcome: str  # pass | regression | improvement
+    outcome: str  # pass | regression | improvement | changed (better, but two-sided)
     note: str = ""
 
     @property
     def counts_as_regression(self) -> bool:
-        return self.gated and self.outcome == "regression"
+        return self.gated and self.outcome in ("regression", "changed")
 
 
 def judge_quality(rule: MetricRule, base: float | None, cand: float | None) -> MetricResult:
@@ -194,6 +195,8 @@ def judge_quality(rule: MetricRule, base: float | None, cand: float | None) -> M
     if better < -rule.tolerance - _EPS:
         return result("regression", delta)
     if better > rule.tolerance + _EPS:
+        if rule.two_sided:
+            return result("changed", delta, "better, but the reference must match: refresh it")
         return result("improvement", delta)
     return result("pass", delta)
 
@@ -310,9 +313,10 @@ def _describe(m: MetricResult) -> str:
     if m.change is None:
         return m.note or m.outcome
     if m.family == "quality":
+        sides = " either way" if m.outcome == "changed" else ""
         return (
             f"{_fmt(m.baseline)} -> {_fmt(m.candidate)} ({_delta(m.change)}; "
-            f"tolerance {m.tolerance:g} abs)"
+            f"tolerance {m.tolerance:g} abs{sides})"
         )
     return f"{_fmt(m.baseline)} -> {_fmt(m.candidate)} ({_factor(m)}; tolerance {m.tolerance:g}x)"
 
@@ -460,6 +464,100 @@ def compare_paths(
     )
 
 
+# -- same-machine determinism ------------------------------------------------------------------
+
+#: Record fields that say when, where and how fast a job ran: they differ between two runs of
+#: the same job on the same machine, everything else a job computes must not.
+RERUN_VOLATILE_FIELDS = frozenset(
+    {"started_at", "finished_at", "run_id", "git_commit", "timing", "launcher", "host", "pid"}
+)
+#: Same, for the keys inside nested fields (``fit_info``: train_seconds, train_steps_per_s, ...).
+RERUN_VOLATILE_SUFFIXES = ("_seconds", "_per_s", "_mem_mb")
+
+
+def _computed(value: Any, key: str = "") -> Any:
+    """``value`` without its volatile parts: timing keys dropped, the wall-clock column of a
+    loss curve (``[step, loss, seconds]`` rows) cut off."""
+    if isinstance(value, dict):
+        return {
+            k: _computed(v, k)
+            for k, v in value.items()
+            if k not in RERUN_VOLATILE_FIELDS and not k.endswith(RERUN_VOLATILE_SUFFIXES)
+        }
+    if key == "loss_curve" and isinstance(value, list):
+        return [row[:2] if isinstance(row, list) else row for row in value]
+    if isinstance(value, list):
+        return [_computed(v) for v in value]
+    return value
+
+
+def _first_difference(a: Any, b: Any, where: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                return f"{where}.{k}: only in {'the first' if k in a else 'the second'} run"
+            found = _first_difference(a[k], b[k], f"{where}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    # repr: exact for floats (round-trip digits) and tells 1 from 1.0 and NaN from None.
+    return None if repr(a) == repr(b) else f"{where}: {a!r} != {b!r}"
+
+
+def _same_arrays(a: Path, b: Path) -> bool:
+    """The arrays of two .npz files are bit-identical (the zip bytes are not: they hold the
+    write time)."""
+    with np.load(a) as x, np.load(b) as y:
+        if sorted(x.files) != sorted(y.files):
+            return False
+        return all(
+            x[k].dtype == y[k].dtype and x[k].shape == y[k].shape
+            and x[k].tobytes() == y[k].tobytes()
+            for k in x.files
+        )  # fmt: skip
+
+
+def rerun_differences(first: Path, second: Path) -> list[str]:
+    """Everything two runs of the same jobs on the same machine computed differently, one line
+    per job (empty: bit-identical). Compared: every record field except when/where/how fast it
+    ran (:data:`RERUN_VOLATILE_FIELDS`), the per-image score and calibration files byte for
+    byte, and the stored maps array by array. Tolerance 0: this is the proof that a seed fixes
+    every number on one machine, which :func:`compare_paths` with a float tolerance cannot give.
+    """
+    a_store, b_store = RunStore(Path(first)), RunStore(Path(second))
+    a_ids = {p.stem for p in a_store.jobs_dir.glob("*.json")}
+    b_ids = {p.stem for p in b_store.jobs_dir.glob("*.json")}
+    out = [f"{job}: only in {first}" for job in sorted(a_ids - b_ids)]
+    out += [f"{job}: only in {second}" for job in sorted(b_ids - a_ids)]
+    for job in sorted(a_ids & b_ids):
+        a, b = a_store.read_record(job), b_store.read_record(job)
+        if a is None or b is None:
+            out.append(f"{job}: record unreadable in {first if a is None else second}")
+            continue
+        label = f"{job} ({a.get('method')}, seed {a.get('seed')})"
+        found = _first_difference(_computed(a), _computed(b), "record")
+        if found:
+            out.append(f"{label}: {found}")
+            continue
+        for side in sorted(a_store.jobs_dir.glob(f"{job}.*")):
+            if side.suffix == ".json":
+                continue
+            other = b_store.jobs_dir / side.name
+            if not other.is_file():
+                out.append(f"{label}: {side.name} only in {first}")
+            elif side.suffix == ".npz" and not _same_arrays(side, other):
+                out.append(f"{label}: {side.name} arrays differ")
+            elif side.suffix != ".npz" and side.read_bytes() != other.read_bytes():
+                out.append(f"{label}: {side.name} differs")
+    return out
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -580,7 +678,7 @@ def rich_tables(cmp: Comparison, everything: bool = False) -> list[Any]:
     """Renderables for the terminal: the changed (or ``everything``) metrics, then a summary."""
     from rich.table import Table
 
-    style = {"regression": "red", "improvement": "green", "pass": ""}
+    style = {"regression": "red", "changed": "red", "improvement": "green", "pass": ""}
     table = Table(title=f"bench compare: {cmp.baseline} -> {cmp.candidate}", title_justify="left")
     for col in ["job", *METRIC_COLUMNS]:
         table.add_column(col, justify="right" if col in ("baseline", "candidate") else "left")

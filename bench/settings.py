@@ -17,6 +17,8 @@ definition keeps its ``[smoke]`` section in the same file). Every key is optiona
     memory_ratio = 1.25    # peak memory may not grow by more than this factor (same device only)
     gate_timing = true     # false: times and memory are reported, never a regression
     missing_jobs = "fail"  # "fail" or "warn": a baseline job absent from the candidate
+    two_sided = false      # true: a quality metric that moves beyond its tolerance in EITHER
+                           # direction fails (a reference to refresh on any change of behaviour)
     ignore = ["ms_per_image_p95"]   # metrics not compared at all
 
     [compare.metrics]      # per-metric overrides
@@ -70,6 +72,7 @@ _COMPARE_KEYS = {
     "memory_ratio",
     "gate_timing",
     "missing_jobs",
+    "two_sided",
     "ignore",
     "metrics",
 }
@@ -79,8 +82,9 @@ _METRIC_KEYS = {"tolerance", "gate", "direction", "min_change"}
 @dataclass(frozen=True)
 class MetricRule:
     """How one metric is judged. ``quality``: ``tolerance`` is the largest allowed absolute
-    drop; ``time``/``memory``: the largest allowed factor (candidate slower by at most
-    ``tolerance`` x), and changes smaller than ``min_change`` never count."""
+    drop (with ``two_sided``, also the largest allowed rise); ``time``/``memory``: the largest
+    allowed factor (candidate slower by at most ``tolerance`` x), and changes smaller than
+    ``min_change`` never count."""
 
     name: str
     family: Family
@@ -88,6 +92,7 @@ class MetricRule:
     tolerance: float
     gate: bool = True
     min_change: float = 0.0
+    two_sided: bool = False
 
     @property
     def is_ratio(self) -> bool:
@@ -101,6 +106,7 @@ class CompareSettings:
     memory_ratio: float = DEFAULT_MEMORY_RATIO
     gate_timing: bool = True
     missing_jobs: Literal["fail", "warn"] = "fail"
+    two_sided: bool = False
     ignore: tuple[str, ...] = ()
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
@@ -121,7 +127,8 @@ class CompareSettings:
             family, min_change, gate = "quality", 0.0, True
             direction = metric_directions.get(name, "higher")  # type: ignore[assignment]
             tolerance = self.quality_abs
-        rule = MetricRule(name, family, direction, tolerance, gate, min_change)
+        two_sided = family == "quality" and self.two_sided
+        rule = MetricRule(name, family, direction, tolerance, gate, min_change, two_sided)
         extra = self.overrides.get(name, {})
         if extra:
             rule = replace(rule, **extra)
@@ -180,10 +187,11 @@ def settings_from_dict(table: dict[str, Any], where: str = "[compare]") -> Compa
     for key in ("time_ratio", "memory_ratio"):
         if key in table:
             kwargs[key] = _check_number(table[key], f"{where}.{key}", 1.0)
-    if "gate_timing" in table:
-        if not isinstance(table["gate_timing"], bool):
-            raise ConfigError(f"{where}.gate_timing: expected true or false")
-        kwargs["gate_timing"] = table["gate_timing"]
+    for key in ("gate_timing", "two_sided"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, got {table[key]!r}")
+            kwargs[key] = table[key]
     if "missing_jobs" in table:
         if table["missing_jobs"] not in ("fail", "warn"):
             raise ConfigError(

@@ -1,12 +1,23 @@
 """Rerun the CPU smoke set defined in smoke.toml and gate it against the records beside it.
 
-    python results/reference/cpu-smoke/smoke.py             # run + compare; exit 0/1/2
-    python results/reference/cpu-smoke/smoke.py --update    # run + make it the reference
+    python results/reference/cpu-smoke/smoke.py             # run twice, gate, check determinism
+    python results/reference/cpu-smoke/smoke.py --no-rerun  # run once, gate only
+    python results/reference/cpu-smoke/smoke.py --update    # run once + make it the reference
 
-Exit codes are those of ``bench compare``: 0 pass, 1 regression (or a failed job), 2 bad input.
-The run goes to ``results/runs/cpu-smoke/`` (deleted first, so that nothing is resumed or read
-from a cache), the verdict to ``compare.md`` and ``compare.json`` in it; on GitHub Actions the
-Markdown is also appended to the job summary.
+Two checks, for two different promises:
+
+1. The regression gate: ``bench compare`` of the run with the committed reference, at the
+   tolerances of smoke.toml's ``[compare]`` (two-sided, far above the float noise between CPU
+   types and far below any change of behaviour), so that a reference recorded on one CPU type
+   holds on another.
+2. Same-machine determinism: the definition runs a second time into ``<out>-rerun`` and every
+   number the two runs computed must be bit-identical (:func:`bench.compare.rerun_differences`,
+   tolerance 0).
+
+Exit codes: 0 pass, 1 regression, a failed job or a determinism break, 2 bad input. The runs go
+to ``results/runs/cpu-smoke/`` and ``results/runs/cpu-smoke-rerun/`` (deleted first, so that
+nothing is resumed or read from a cache), the verdict to ``compare.md`` and ``compare.json`` in
+the first; on GitHub Actions the Markdown is also appended to the job summary.
 """
 
 from __future__ import annotations
@@ -34,15 +45,9 @@ def bench(*args: str) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--update", action="store_true", help="make the rerun the reference")
-    parser.add_argument(
-        "--out", type=Path, default=Path("results/runs/cpu-smoke"), help="run folder"
-    )
-    args = parser.parse_args()
-    definition = tomllib.loads(DEFINITION.read_text(encoding="utf-8"))["smoke"]
-    out: Path = args.out
+def run_definition(definition: dict, out: Path) -> int:
+    """Run every ``[[smoke.run]]`` into the fresh folder ``out``; 0, or the first exit code
+    that is neither 0 nor 1 (1: a job failed, which the comparison reports)."""
     shutil.rmtree(out, ignore_errors=True)
     for run in definition["run"]:
         sets = [x for value in run.get("set", []) for x in ("--set", value)]
@@ -50,8 +55,43 @@ def main() -> int:
             "run", "--methods", run["methods"], *definition["options"], *sets,
             "--results-dir", str(out.parent), "--run-id", out.name, "--name", "cpu-smoke",
         )  # fmt: skip
-        if code not in (0, 1):  # 1: a job failed; compare reports it as a regression
+        if code not in (0, 1):
             return code
+    return 0
+
+
+def check_determinism(first: Path, second: Path) -> int:
+    """0 when the two runs computed bit-identical numbers, else 1 with one line per job."""
+    from bench.compare import rerun_differences
+
+    differences = rerun_differences(first, second)
+    for line in differences:
+        print(f"determinism: {line}", file=sys.stderr)
+    if differences:
+        print(
+            f"determinism: FAIL, {len(differences)} job(s) of {first} and {second} differ on "
+            "the same machine (same seeds, same thread count)", file=sys.stderr,
+        )  # fmt: skip
+        return 1
+    print(f"determinism: PASS ({first} and {second} bit-identical)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--update", action="store_true", help="make the run the reference")
+    parser.add_argument(
+        "--no-rerun", action="store_true", help="skip the same-machine determinism rerun"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/runs/cpu-smoke"), help="run folder"
+    )
+    args = parser.parse_args()
+    definition = tomllib.loads(DEFINITION.read_text(encoding="utf-8"))["smoke"]
+    out: Path = args.out
+    code = run_definition(definition, out)
+    if code:
+        return code
     flags = ["--update"] if args.update else []
     code = bench(
         "compare", os.path.relpath(HERE), str(out), "--config", os.path.relpath(DEFINITION),
@@ -61,7 +101,13 @@ def main() -> int:
     if summary and (out / "compare.md").is_file():
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write((out / "compare.md").read_text(encoding="utf-8") + "\n")
-    return code
+    if args.update or args.no_rerun or code == 2:
+        return code
+    rerun = out.with_name(out.name + "-rerun")
+    rerun_code = run_definition(definition, rerun)
+    if rerun_code:
+        return rerun_code
+    return max(code, check_determinism(out, rerun))
 
 
 if __name__ == "__main__":
