@@ -1,9 +1,16 @@
+from pathlib import Path
+
 import pytest
 import torch
+from helpers import RADAR_TINY
 
-from bench.flops import count_gflops
-from bench.methods.ddpm import build_unet
+from bench.flops import count_gflops, count_train_gflops
+from bench.interface import ImageSet, RunContext
+from bench.methods.ddpm import build_unet, unet_train_gflops
+from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams
+from bench.methods.diffusionad import DiffusionAD, DiffusionADParams
 from bench.methods.patches import patch_starts
+from bench.methods.radar import Radar, RadarParams
 
 
 def test_paper_unet_costs_match_the_published_numbers():
@@ -21,3 +28,72 @@ def test_linear_layer_is_two_flops_per_multiply_add():
     assert count_gflops(torch.nn.Linear(1000, 1000, bias=False), torch.zeros(1, 1000)) == (
         pytest.approx(2e-3)
     )
+
+
+# -- training compute ------------------------------------------------------------------------
+
+
+def test_a_training_step_costs_about_three_forward_passes_and_changes_nothing():
+    unet = build_unet(16, 1, (8, 16), norm_num_groups=8)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    rng = torch.get_rng_state()
+    forward = count_gflops(unet, torch.zeros(1, 1, 16, 16), torch.tensor([1]))
+    train = unet_train_gflops(unet, 1, 16)
+    # Backward = grads of activations + grads of weights, each about one forward.
+    assert 2.5 * forward < train < 4 * forward
+    assert unet_train_gflops(unet, 1, 16, passes=2) == pytest.approx(2 * train)
+    assert all(p.grad is None for p in unet.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_count_train_gflops_of_a_linear_layer():
+    # Forward 2*4*10*10; backward: the weight gradient only (the input needs none): as much.
+    lin = torch.nn.Linear(10, 10, bias=False)
+    assert count_train_gflops(
+        lambda m: m(torch.zeros(4, 10, device="meta")).sum(), lin
+    ) == pytest.approx(1.6e-6)
+
+
+def _images(n: int, size: int) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return ImageSet(
+        torch.rand(n, 1, size, size, generator=g),
+        torch.zeros(n, dtype=torch.long),
+        None,
+        [f"good/{i:03d}.png" for i in range(n)],
+    )
+
+
+def _ctx() -> RunContext:
+    return RunContext(seed=0, device=torch.device("cpu"), work_dir=Path("."))
+
+
+def test_radar_records_its_training_compute():
+    radar = Radar(RadarParams(**RADAR_TINY)).fit(_images(6, 32), _ctx())
+    info, p = radar.fit_info_, radar.params
+    assert info["train_gflops_per_sample"] == pytest.approx(
+        unet_train_gflops(radar.unet_, 1, p.patch_size), rel=1e-4
+    )
+    assert info["train_gflops"] == pytest.approx(
+        info["train_gflops_per_sample"] * p.train_steps * p.batch_size, rel=1e-4
+    )
+
+
+def test_reconstruction_baselines_record_their_training_compute():
+    tiny = dict(image_size=16, grayscale=True, block_out_channels=(8, 16), norm_num_groups=8)
+    recon = DDPMRecon(DDPMReconParams(**tiny, epochs=2, batch_size=4, steps=2, t_start=20))
+    info = recon.fit(_images(6, 16), _ctx()).fit_info_
+    per_image = unet_train_gflops(recon.unet_, 1, 16)
+    assert info["train_gflops"] == pytest.approx(per_image * 2 * 6, rel=1e-4)
+
+    params = DiffusionADParams(
+        **{**tiny, "image_size": 32},
+        seg_base_width=4, epochs=3, seg_warmup_epochs=1, batch_size=4, top_k=5,
+    )  # fmt: skip
+    dad = DiffusionAD(params)
+    info = dad.fit(_images(6, 32), _ctx()).fit_info_
+    unet, seg = dad.train_gflops_per_image()
+    assert unet == pytest.approx(2 * unet_train_gflops(dad.unet_, 1, 32), rel=1e-4) and seg > 0
+    # 3 epochs of the U-Net's two passes, 2 of them (after the warm-up) with the seg net.
+    assert info["train_gflops"] == pytest.approx(6 * (3 * unet + 2 * seg), rel=1e-4)

@@ -407,3 +407,39 @@ def test_bootstrap_interval_replaces_std_where_records_have_one(tmp_path) -> Non
     assert "0.60" in md and "bootstrap interval" in table.caption  # pixel cell: no interval
     assert "0.81\\,[0.72,0.92]" in latex.to_latex(table)
     assert "0.81 ± " in markdown.to_markdown(main_table(load_run(tmp_path / "ci")))  # default
+
+
+# ---------------------------------------------------------------- quality against compute
+
+
+def test_quality_against_compute_points_and_figures(tmp_path):
+    from bench.reports import charts
+    from bench.reports.build import write_report
+
+    store = RunStore(tmp_path / "run")
+    # radar at 3 training lengths (the 100-step one is its reference, written first and most
+    # often), 2 seeds each; iforest has no training compute at all.
+    for steps, auroc in ((100, 0.6), (1000, 0.7), (10000, 0.72)):
+        for seed in (0, 1):
+            rec = _rec(f"r{steps}-{seed}", "radar", seed, {"auroc": auroc + 0.02 * seed},
+                       params={"train_steps": steps})  # fmt: skip
+            rec["fit_info"] = {"train_gflops": 3.0 * steps}
+            rec["gflops_per_image"] = 7.0
+            store.write_record(rec)
+    store.write_record(_rec("i0", "iforest", 0, {"auroc": 0.55}))
+    ok = load_run(tmp_path / "run").ok
+
+    points = charts.compute_points(ok, "fit_info.train_gflops", "auroc")
+    assert list(points["x"]) == [300.0, 3000.0, 30000.0]
+    assert list(points["y"]) == pytest.approx([0.61, 0.71, 0.73])
+    assert list(points["std"]) == pytest.approx([0.02**0.5 * 0.1] * 3)
+    assert set(points["seeds"]) == {2} and set(points["method"]) == {"radar"}
+    assert charts.compute_points(ok, "fit_info.train_gflops", "pixel_auroc").empty
+
+    out = write_report(tmp_path / "run", tmp_path / "report")
+    figures = {p.stem for p in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"compute_train", "compute_inference"} <= figures
+    assert not any("compute" in s for s in out.skipped)
+    for name in ("compute_train", "compute_inference"):
+        with Image.open(tmp_path / "report" / "figures" / f"{name}.png") as im:
+            assert np.asarray(im.convert("L")).std() > 5

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import Tensor
 
+from bench.flops import count_train_gflops
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 
 
@@ -123,6 +125,19 @@ def noise_prediction_loss(
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     eps_hat = unet(add_noise(scheduler, x0, eps, t), t).sample
     return F.mse_loss(eps_hat.float(), eps.float())
+
+
+def unet_train_gflops(unet: UNet2DModel, channels: int, size: int, passes: int = 1) -> float:
+    """GFLOPs of the noise-prediction loss, forward and backward, for ONE training sample of
+    ``channels x size x size`` that goes through the U-Net ``passes`` times (DiffusionAD: two
+    noise levels per image). Counted on meta copies: free, and no result changes."""
+
+    def step(meta: UNet2DModel) -> Tensor:
+        x = torch.zeros(1, channels, size, size, device="meta")
+        t = torch.zeros(1, dtype=torch.long, device="meta")
+        return sum(F.mse_loss(meta(x, t).sample, x) for _ in range(passes))
+
+    return count_train_gflops(step, unet)
 
 
 # -- reconstruction helpers (DiffusionAD, ddpm_recon) ----------------------------------------

@@ -66,6 +66,7 @@ from bench.methods.ddpm import (
     noise_prediction_loss,
     reverse_sample,
     reverse_timesteps,
+    unet_train_gflops,
 )
 from bench.methods.diffusionad import top_k_mean
 from bench.registry import MethodEntry
@@ -276,9 +277,13 @@ class DDPMRecon:
                 if step % every == 0 or step == total:
                     ctx.progress(f"ddpm_recon: step {step}/{total}, loss {ema:.4f}", step / total)
         unet.eval()
+        per_image = unet_train_gflops(unet, self.channels, p.image_size)
         self.fit_info_ = {
             "epochs": p.epochs,
             "steps": step,
+            # Training compute: an image's forward + backward, times the images seen.
+            "train_gflops_per_sample": per_image,
+            "train_gflops": per_image * p.epochs * len(x),
             "final_loss": ema,
             "train_seconds": round(time.perf_counter() - start, 3),
             "unet_parameters": sum(q.numel() for q in unet.parameters()),

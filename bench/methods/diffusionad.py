@@ -79,10 +79,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from torch import Tensor
+from torch import Tensor, nn
 
 from bench.errors import ConfigError
-from bench.flops import count_gflops
+from bench.flops import count_gflops, count_train_gflops
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
 from bench.methods.ddpm import (
     BETA_SCHEDULES,
@@ -94,6 +94,7 @@ from bench.methods.ddpm import (
     make_scheduler,
     reverse_sample,
     reverse_timesteps,
+    unet_train_gflops,
     x0_from_eps,
 )
 from bench.methods.segnet import SEGNET_DIVISOR, build_segnet, segmentation_loss
@@ -332,11 +333,18 @@ class DiffusionAD:
         self.sampler_ = make_sampler("ddim", p.num_train_timesteps, p.beta_schedule)
 
         start = time.perf_counter()
-        losses = self._train(self._prepare(train.images), ctx)
+        images = self._prepare(train.images)
+        losses = self._train(images, ctx)
+        unet_gflops, seg_gflops = self.train_gflops_per_image()
+        seg_epochs = p.epochs - p.seg_warmup_epochs
         self.fit_info_ = {
             "epochs": p.epochs,
             "steps": losses["steps"],
             "seg_steps": losses["seg_steps"],
+            # Training compute: per image and epoch, the noise loss's two U-Net passes and,
+            # after the warm-up, the seg net's; forward + backward each.
+            "train_gflops_per_sample": unet_gflops + seg_gflops,
+            "train_gflops": len(images) * (p.epochs * unet_gflops + seg_epochs * seg_gflops),
             "final_loss": losses["loss"],
             "final_noise_loss": losses["noise"],
             "final_seg_loss": losses["seg"],
@@ -515,6 +523,20 @@ class DiffusionAD:
         else:
             info.update(t_d=p.t_d, t_s=p.t_s, condition_w=p.condition_w)
         return info
+
+    def train_gflops_per_image(self) -> tuple[float, float]:
+        """Training GFLOPs of one image, forward + backward: the U-Net's two noise levels, and
+        the segmentation net on (image, reconstruction). The seg loss's gradient that reaches
+        the U-Net through the reconstruction is not counted (at most one more U-Net backward
+        pass)."""
+        p, c = self.params, self.channels
+        unet = unet_train_gflops(self.unet_, c, p.image_size, passes=2)
+
+        def seg_step(meta: nn.Module) -> Tensor:
+            x = torch.zeros(1, 2 * c, p.image_size, p.image_size, device="meta")
+            return meta(x).float().square().mean()
+
+        return unet, count_train_gflops(seg_step, self.segnet_)
 
     def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float:
         """GFLOPs of one test image: every U-Net evaluation plus the segmentation net."""

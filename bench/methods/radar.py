@@ -80,6 +80,7 @@ from bench.methods.ddpm import (
     build_unet,
     make_scheduler,
     noise_prediction_loss,
+    unet_train_gflops,
     x0_from_eps,
 )
 from bench.methods.features import anomaly_map, blur, blur_kernel_size, image_features
@@ -584,9 +585,13 @@ class Radar:
         ctx.progress("radar: fitted", 1.0)
 
         self.train_loss_ = loss
+        per_patch = unet_train_gflops(self.unet_, 1, p.patch_size)
         self.fit_info_ = {
             "steps": p.train_steps,
             "patches_seen": p.train_steps * p.batch_size,
+            # Training compute: a patch's forward + backward, times the patches seen.
+            "train_gflops_per_sample": per_patch,
+            "train_gflops": per_patch * p.train_steps * p.batch_size,
             "final_loss": loss,
             "unet_from_cache": cached is not None,
             "unet_key": key,

@@ -5,7 +5,8 @@ Layout of the output folder::
     index.html                  everything on one page (figures embedded), links to the files
     tables/<name>.tex|.md|.csv  main, timing, ablation_<method>_<param>
     tables.md                   all Markdown tables in one file (READMEs, CI logs)
-    figures/<name>.pdf|.png     latency, fit_time, frontier, roc_<dataset>,
+    figures/<name>.pdf|.png     latency, fit_time, frontier, compute_train, compute_inference,
+                                roc_<dataset>,
                                 qualitative_<dataset>, ablation_<method>_<param>
 
 Reads only the stored records and their side files; never reruns a model.
@@ -101,6 +102,19 @@ def write_report(
         c in rows for c in ("metrics.f1", "metrics.f1_max")
     ):
         save(charts.frontier_figure(rows), "frontier", "Throughput vs F1: the frontier.")
+    for cost, name, caption in (
+        ("fit_info.train_gflops", "compute_train", "Quality against training compute"),
+        ("gflops_per_image", "compute_inference", "Quality against inference compute"),
+    ):
+        if charts.compute_points(ok, cost, "auroc").empty:
+            result.skipped.append(f"{name}: no record with {cost} and an image AUROC")
+        else:
+            save(
+                charts.compute_figure(ok, cost, refs),
+                name,
+                f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
+                "main-table setting.",
+            )
     for dataset in dict.fromkeys(rows["dataset"]):
         part = rows[rows["dataset"] == dataset]
         scores = scores_long(data, part)

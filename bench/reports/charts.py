@@ -1,4 +1,5 @@
-"""Figures of a run: latency, fit time, the speed/accuracy frontier, ablations, ROC curves.
+"""Figures of a run: latency, fit time, the speed/accuracy frontier, quality against compute,
+ablations, ROC curves.
 
 Every function takes a DataFrame (the tidy frames of :mod:`bench.reports.load`) and returns a
 :class:`matplotlib.figure.Figure` (no pyplot state, so reports can run in threads or tests);
@@ -9,7 +10,7 @@ and markers/line styles repeat the colour information for greyscale print.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -216,6 +217,101 @@ def frontier_figure(rows: pd.DataFrame, metric: str | None = None) -> Figure:
                 for d in datasets
             ]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+#: The cost axes of :func:`compute_figure`: record column -> axis label.
+COMPUTE_AXES = {
+    "fit_info.train_gflops": "training compute, GFLOP (log)",
+    "gflops_per_image": "inference compute, GFLOP/image (log)",
+}
+COMPUTE_METRICS = (("auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
+
+
+def compute_points(rows: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
+    """One point per (dataset, method, variant): the mean cost and the metric's mean and std
+    over seeds; rows without the cost or the metric are left out. ``rows``: records with
+    ``method, dataset, params_hash, seed``, the ``cost`` column, ``metrics.<metric>`` and
+    optionally ``preset``."""
+    column = f"metrics.{metric}"
+    if cost not in rows or column not in rows:
+        return pd.DataFrame()
+    frame = rows.assign(x=rows[cost].astype(float), y=rows[column].astype(float))
+    frame = frame[np.isfinite(frame["x"]) & (frame["x"] > 0) & np.isfinite(frame["y"])]
+    if frame.empty:
+        return pd.DataFrame()
+    preset = frame["preset"] if "preset" in frame else pd.Series("", index=frame.index)
+    points = (
+        frame.assign(preset=preset.fillna("").astype(str))
+        .groupby(["dataset", "method", "params_hash"], sort=False)
+        .agg(x=("x", "mean"), y=("y", "mean"), std=("y", "std"), seeds=("y", "size"),
+             preset=("preset", "first"))
+        .reset_index()
+    )  # fmt: skip
+    points["std"] = points["std"].fillna(0.0)
+    return points.sort_values(["dataset", "method", "x"], kind="stable").reset_index(drop=True)
+
+
+def compute_figure(
+    rows: pd.DataFrame, cost: str, references: Mapping[str, str] | None = None
+) -> Figure:
+    """Quality against compute: per dataset (columns) and metric (rows: image AUROC, and pixel
+    AUROC where masks exist), one line per method through its variants in order of cost,
+    error bars +- one std over seeds. Each method's reference variant (``references``: method
+    -> params_hash, the main-table setting, i.e. its preset when the run set nothing) is ringed
+    and named by its preset. The x axis is ``cost``, a key of :data:`COMPUTE_AXES`: where a
+    curve flattens, more compute stops buying quality.
+    """
+    references = references or {}
+    panels = [(m, lab) for m, lab in COMPUTE_METRICS if not compute_points(rows, cost, m).empty]
+    all_points = {m: compute_points(rows, cost, m) for m, _ in panels}
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    datasets = [d for d in datasets if any((p["dataset"] == d).any() for p in all_points.values())]
+    methods = list(dict.fromkeys(m for p in all_points.values() for m in p["method"]))
+    look = styles(methods)
+    with mpl.rc_context(STYLE):
+        ncols, nrows = max(len(datasets), 1), max(len(panels), 1)
+        fig = _figure(COLUMN_WIDTH_IN * min(ncols, 2), 2.2 * nrows + 0.4)
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharex="col")
+        for r, (metric, label) in enumerate(panels):
+            points = all_points[metric]
+            for c, dataset in enumerate(datasets):
+                ax = axes[r, c]
+                part = points[points["dataset"] == dataset]
+                for method, line in part.groupby("method", sort=False):
+                    st = look[method]
+                    ax.errorbar(
+                        line["x"], line["y"], yerr=line["std"], color=st["color"],
+                        marker=st["marker"], linestyle=st["linestyle"], markersize=3.5,
+                        capsize=2, elinewidth=0.7, label=method,
+                    )  # fmt: skip
+                    marked = line[line["params_hash"].astype(str) == references.get(method)]
+                    ax.scatter(
+                        marked["x"], marked["y"], s=70, facecolors="none",
+                        edgecolors=st["color"], linewidths=0.9, zorder=3,
+                    )  # fmt: skip
+                    for _, point in marked.iterrows():
+                        ax.annotate(
+                            point["preset"], (point["x"], point["y"]), xytext=(4, -9),
+                            textcoords="offset points", fontsize=6, color=st["color"],
+                        )  # fmt: skip
+                ax.set_xscale("log")
+                ax.grid(which="both", linewidth=0.3, alpha=0.5)
+                if r == 0:
+                    ax.set_title(dataset, loc="left")
+                if c == 0:
+                    ax.set_ylabel(f"{label}\n(mean ± std over seeds)")
+                if r == nrows - 1:
+                    ax.set_xlabel(COMPUTE_AXES[cost])
+        handles = [mpl.lines.Line2D([], [], markersize=3.5, label=m, **look[m]) for m in methods]
+        if references:
+            handles.append(
+                mpl.lines.Line2D(
+                    [], [], marker="o", markersize=7, markerfacecolor="none", color="0.3",
+                    linestyle="", label="main-table setting",
+                )
+            )  # fmt: skip
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
     return fig
 
 
