@@ -631,7 +631,8 @@ class Radar:
         dev = x.device
         unet, scheduler = self.unet_, self.scheduler_
         generator = _device_generator(ctx, _SEED_TRAIN, dev)
-        ys = patch_starts(p.image_size, p.patch_size, p.train_stride)
+        # On the device once: sample_patches then needs no host-to-device copy per step.
+        ys = patch_starts(p.image_size, p.patch_size, p.train_stride).to(dev)
         optimizer = torch.optim.AdamW(
             unet.parameters(),
             lr=p.lr,
