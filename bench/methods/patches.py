@@ -34,6 +34,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
 from bench.methods.ddpm import add_noise
+from bench.timing import reset_cuda_peak
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def chunk_for_memory(
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
     base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    reset_cuda_peak(device)  # an open PeakMemory (the job's fit) keeps what it saw
     batch = item.expand(probe, *item.shape[1:]).contiguous()
     with torch.inference_mode():
         forward(batch)
