@@ -84,7 +84,7 @@ def test_peak_memory_ignores_allocation_freed_before_block() -> None:
     assert pm.peak_mb < rss_mb + 100  # unlike ru_maxrss, which would still say +300 MB
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_peak_memory_cuda() -> None:
     with PeakMemory("cuda") as pm:
         x = torch.ones(64 * 2**20, device="cuda", dtype=torch.uint8)

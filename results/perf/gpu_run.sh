@@ -103,9 +103,10 @@ step ladder 40 $PY -m bench.cli speed --methods radar --variants "$LADDER" \
     "${COMMON[@]}" "${RUN[@]}" "${RADAR[@]}" --set radar.infer_precision=fp32 \
     --repeats "$REPEATS" --warmup 3 --batches 1,8,64 --budget-s 3 --eval-images "$EVAL"
 
-# C. The CUDA-only checks (torch.compile and CUDA graphs give the eager map), if time is left.
+# C. The CUDA-only checks (tests marked cuda: torch.compile and CUDA graphs give the eager map,
+#    bf16, the automatic batch, the out-of-memory fallback, peak memory), if time is left.
 if [ "${SMOKE:-0}" != 1 ] && [ "$(left)" -gt 120 ]; then
-    step cuda-tests 30 $PY -m pytest -q -p no:cacheprovider tests/test_radar_fastpaths.py \
+    step cuda-tests 30 $PY -m pytest -q -p no:cacheprovider -m cuda tests \
         >"$OUT/pytest.txt" 2>&1
     tail -3 "$OUT/pytest.txt"
 fi
