@@ -91,8 +91,9 @@ def radar_sets(steps: int, batch: int = 2048, lr: str = "2e-4") -> list[str]:
 SMOKE_SETS = {
     "radar": "block_out_channels=8,8,8 norm_num_groups=8 train_steps=3 batch_size=16 "
     "infer_stride=14 infer_batch=256 scorer_images=8",
-    "diffusionad": "epochs=1 seg_warmup_epochs=0 image_size=32",
-    "ddpm_recon": "epochs=1 image_size=32 t_start=20",
+    "diffusionad": "epochs=1 seg_warmup_epochs=0 image_size=32 block_out_channels=8,16 "
+    "norm_num_groups=8 seg_base_width=8",
+    "ddpm_recon": "epochs=1 image_size=32 block_out_channels=8,16 norm_num_groups=8",
     "patchcore": "image_size=64",
     "padim": "image_size=64",
     "fastflow": "image_size=64 max_epochs=1",
