@@ -458,3 +458,11 @@ def test_gflops_per_image_counts_every_patch() -> None:
     stride_one.fit(random_set(4, 32), ctx(0))
     n = params.image_size - params.patch_size + 1
     assert stride_one.gflops_per_image() == pytest.approx(per_patch * n * n)
+
+
+def test_paper_unet_trained_short_is_flagged() -> None:
+    assert Radar(RadarParams()).flags == []  # the paper preset's 10,000 x 512 patches
+    assert Radar(RadarParams(train_steps=2500, batch_size=2048)).flags == []  # as many patches
+    assert Radar(RadarParams(train_steps=800, batch_size=2048)).flags == ["train:cut"]
+    # A smaller network is marked by its preset (preset:quick), not by this flag.
+    assert Radar(RadarParams(**TINY)).flags == []
