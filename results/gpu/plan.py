@@ -558,6 +558,33 @@ def restore(chunk: Chunk, runs: Path) -> int:
     return 0
 
 
+def print_markdown() -> int:
+    """The chunk table and every chunk's exact commands, for results/reference/gpu/README.md."""
+    print("| # | chunk | status | estimate (H100 numbers) | what |")
+    print("|---|---|---|---|---|")
+    for i, chunk in enumerate(all_chunks(), 1):
+        done, total, error = chunk_status(chunk)
+        status = "invalid (see below)" if error else "done" if done == total else "not yet"
+        if not error and 0 < done < total:
+            status += f" ({done}/{total} jobs)"
+        guess = " (guess)" if chunk.notes else ""
+        print(
+            f"| {i} | `{chunk.name}` | {status} | {chunk.estimate_s / 60:.1f} min{guess} | "
+            f"{chunk.what} |"
+        )
+    print(
+        "\nThe exact commands of each chunk (next.sh runs them in order; `{RUNS}` is its run "
+        "folder, /tmp/gpu-runs, `{OUT}` its output folder):\n"
+    )
+    print("```bash")
+    for chunk in all_chunks():
+        print(f"# {chunk.name}")
+        for step in chunk.steps:
+            print(step.command)
+    print("```")
+    return 0
+
+
 def keep(files_at: Path) -> int:
     """A call's ``records.tar.gz`` (and logs) into results/reference/gpu/records/."""
     archive = files_at / "records.tar.gz"
@@ -593,6 +620,8 @@ def main(argv: list[str]) -> int:
         chunk = next_chunk()
         print(chunk.name if chunk else "")
         return 0
+    if what == "markdown":
+        return print_markdown()
     if what == "list":
         print(" ".join(c.name for c in all_chunks()))
         return 0
