@@ -113,6 +113,11 @@ def test_done_comes_from_the_committed_records(tmp_path: Path, monkeypatch) -> N
         rec = {"status": "ok", "method": method, "variant": variant}
         (jobs / f"{i:016x}.json").write_text(json.dumps(rec))
     assert plan.next_chunk().name == "radar-fdm-s0"
+    # Skipped CUDA tests (no CUDA there) are not done either.
+    (tmp_path / "cuda-check" / "cuda-tests.xml").write_text(
+        '<testsuites><testsuite tests="6" failures="0" errors="0" skipped="6"/></testsuites>'
+    )
+    assert plan.next_chunk().name == "cuda-check"
     # A failed test keeps cuda-check first; a failed job record does not count as done.
     (tmp_path / "cuda-check" / "cuda-tests.xml").write_text(
         '<testsuites><testsuite tests="6" failures="1" errors="0"/></testsuites>'

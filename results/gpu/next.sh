@@ -64,6 +64,12 @@ else
     if [ -d .gpu-data ]; then
         mkdir -p /tmp/radar-gpu-data && cp -r .gpu-data/. /tmp/radar-gpu-data/
     fi
+    # What the GPU image must import (the suite is not installed there): fail in one line here,
+    # not in every step.
+    "$PY" -c "import bench.cli, diffusers, anomalib, pytest" || {
+        echo "error: the suite does not import on this machine (see above); add the missing wheel to .whl"
+        exit 2
+    }
     if [ $# -eq 0 ]; then
         next=$("$PY" results/gpu/plan.py next) || exit 2
         [ -n "$next" ] || { echo "every chunk is done"; exit 0; }
@@ -102,14 +108,15 @@ for chunk in "$@"; do
         "$PY" results/gpu/plan.py restore "$chunk" "$RUNS" || exit 2
     fi
     while IFS=$'\t' read -r name argv; do
+        [ -n "$name" ] || continue  # every step of a chunk named on the command line is done
         eval "args=($argv)"
         args=("${args[@]//\{RUNS\}/$RUNS}")
         args=("${args[@]//\{OUT\}/$OUT}")
         if [ "${args[0]}" = pytest ]; then
-            step "$name" "$PY" -m "${args[@]}" >"$OUT/cuda-tests.txt" 2>&1 || failed=1
+            step "$name" "$PY" -m "${args[@]}" </dev/null >"$OUT/cuda-tests.txt" 2>&1 || failed=1
             tail -5 "$OUT/cuda-tests.txt"
-        else
-            step "$name" "$PY" -m "${args[@]}" || failed=1
+        else  # stdin: not the step list this loop reads
+            step "$name" "$PY" -m "${args[@]}" </dev/null || failed=1
         fi
     done <<<"$lines"
 done
