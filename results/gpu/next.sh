@@ -24,8 +24,9 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 PY=${PY:-python3}
-if [ "${1:-}" = --plan ]; then
+if [ "${1:-}" = --plan ]; then  # PY: a Python with the suite's dependencies (a venv's)
     shift
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     exec "$PY" results/gpu/plan.py plan "$@"
 fi
 
