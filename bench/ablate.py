@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from rich.table import Table
 
 from bench import registry
@@ -104,8 +105,15 @@ def _typed(params: Any, name: str) -> Any:
     return registry.params_dict(params)[name]
 
 
-def expand_ablation(cfg: RunConfig, axes: dict[str, list[str]], one_at_a_time: bool) -> Ablation:
-    """Type and validate every grid point up front (a bad value fails before any work)."""
+def expand_ablation(
+    cfg: RunConfig,
+    axes: dict[str, list[str]],
+    one_at_a_time: bool,
+    device: torch.device | None = None,
+) -> Ablation:
+    """Type and validate every grid point up front (a bad value fails before any work).
+    ``device``: the one the jobs will run on when that is not this machine's (a GPU plan
+    checked on a CPU, results/gpu/plan.py); default ``cfg.device`` resolved here."""
     if len(cfg.methods) != 1:
         raise ConfigError(f"--method: an ablation varies one method, got {cfg.methods}")
     method = cfg.methods[0]
@@ -113,7 +121,7 @@ def expand_ablation(cfg: RunConfig, axes: dict[str, list[str]], one_at_a_time: b
     for param in axes:
         if param not in fields:
             raise unknown_name(f"--grid parameter of {method}", param, fields)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if device is None else device
     preset = registry.resolve_preset(cfg.preset, device.type)
     sets = dict(cfg.sets.get(method, {}))
     base_params = registry.build_params(method, preset, sets)

@@ -112,12 +112,35 @@ def measure_latency(
     )
 
 
+# CUDA peak measurements now open (PeakMemory blocks, nested: a job's fit around RADAR's
+# training). Every reset of a device's peak counter goes through reset_cuda_peak, which first
+# folds the peak so far into each open measurement of that device, so that an inner reset (an
+# inner block, the automatic-batch probe) never erases what an outer block has seen.
+_OPEN_CUDA: list[PeakMemory] = []
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def reset_cuda_peak(device: DeviceLike) -> None:
+    """``torch.cuda.reset_peak_memory_stats`` that open :class:`PeakMemory` blocks survive."""
+    dev = _as_device(device)
+    peak = torch.cuda.max_memory_allocated(dev)
+    for open_block in _OPEN_CUDA:
+        if _cuda_index(open_block.device) == _cuda_index(dev):
+            open_block._peak_bytes = max(open_block._peak_bytes, peak)
+    torch.cuda.reset_peak_memory_stats(dev)
+
+
 class PeakMemory:
     """Peak memory while the block runs: ``with PeakMemory(device) as pm: ...; pm.peak_mb``.
 
     * CUDA (``kind == "cuda_allocated"``): ``torch.cuda.max_memory_allocated`` after a
       ``reset_peak_memory_stats`` on entry, i.e. tensors allocated through PyTorch's caching
-      allocator on that device (not the allocator's reserve, not other processes).
+      allocator on that device (not the allocator's reserve, not other processes). Blocks
+      nest: a reset inside the block (an inner block, the automatic-batch probe, both through
+      :func:`reset_cuda_peak`) keeps the peak seen before it.
     * CPU (``kind == "cpu_rss"``): the largest resident set size of this process seen while the
       block runs, sampled by a daemon thread every ``interval_s`` (and on entry and exit).
       ``resource.getrusage().ru_maxrss`` is not used on purpose: it is the high-water mark of
@@ -152,7 +175,9 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         if self.kind == "cuda_allocated":
             torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+            reset_cuda_peak(self.device)
+            self._peak_bytes = 0
+            _OPEN_CUDA.append(self)
             self.baseline_mb = torch.cuda.memory_allocated(self.device) / _MB
             return self
         self._peak_bytes = 0
@@ -171,7 +196,10 @@ class PeakMemory:
     ) -> None:
         if self.kind == "cuda_allocated":
             torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / _MB
+            peak = max(self._peak_bytes, torch.cuda.max_memory_allocated(self.device))
+            if self in _OPEN_CUDA:
+                _OPEN_CUDA.remove(self)
+            self.peak_mb = peak / _MB
             return
         self._sample()
         self._stop.set()

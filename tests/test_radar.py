@@ -20,6 +20,8 @@ from bench.interface import Detector, ImageSet, InputSpec, RunContext
 from bench.methods.ddpm import build_unet, make_scheduler
 from bench.methods.features import anomaly_map, image_features
 from bench.methods.patches import (
+    MAX_AUTO_BATCH,
+    auto_batch_rows,
     extract_patches,
     fold_patches,
     map_in_chunks,
@@ -132,6 +134,15 @@ def test_sample_patches_are_patches_on_the_grid() -> None:
         torch.testing.assert_close(p, x[i, :, r : r + 4, c : c + 4])
 
 
+def test_sample_patches_refuses_indices_off_the_images_device() -> None:
+    # On a GPU, CPU index tensors would be copied to the device at every training step (a
+    # blocking copy); the training loop moves them once, and a regression fails loudly here.
+    x = torch.rand(2, 1, 10, 10)
+    ys = patch_starts(10, 4, 3)
+    with pytest.raises(ValueError, match="must be on the images' device cpu"):
+        sample_patches(x, 4, ys.to("meta"), ys, 5, torch.Generator().manual_seed(0))
+
+
 class FakeOOM(RuntimeError):
     pass
 
@@ -166,6 +177,53 @@ def test_map_in_chunks_gives_up_at_one_row_and_passes_other_errors() -> None:
 
     with pytest.raises(ValueError):
         map_in_chunks(broken, torch.zeros(4, 1), 4, oom=FakeOOM)
+
+
+def test_map_in_chunks_halves_once_on_a_cuda_launch_configuration_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Simulated: the grid limit of a kernel launch (65,535 blocks) is reached above 4 rows; the
+    # error is a plain RuntimeError with CUDA's message, not an out-of-memory error.
+    calls: list[int] = []
+
+    def fn(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(len(batch))
+        if len(batch) > 4:
+            raise RuntimeError("CUDA error: invalid configuration argument")
+        return batch + 1
+
+    x = torch.arange(12.0)[:, None]
+    with caplog.at_level(logging.WARNING):
+        out, chunk = map_in_chunks(fn, x, 8, oom=FakeOOM)
+    torch.testing.assert_close(out, x + 1)
+    assert chunk == 4 and calls == [8, 4, 4, 4]
+    assert "launch configuration error at 8 patches per pass; retrying with 4" in caplog.text
+
+
+def test_map_in_chunks_raises_a_second_launch_error_and_other_runtime_errors() -> None:
+    def too_big(batch: torch.Tensor) -> torch.Tensor:
+        if len(batch) > 2:
+            raise RuntimeError("CUDA error: invalid configuration argument")
+        return batch
+
+    with pytest.raises(RuntimeError, match="invalid configuration"):  # halved once only: 8 -> 4
+        map_in_chunks(too_big, torch.zeros(8, 1), 8, oom=FakeOOM)
+
+    def other(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        map_in_chunks(other, torch.zeros(8, 1), 8, oom=FakeOOM)
+
+
+def test_automatic_batch_stays_below_the_cuda_grid_limit() -> None:
+    assert MAX_AUTO_BATCH == 65_472 and MAX_AUTO_BATCH % 64 == 0 and MAX_AUTO_BATCH < 65_535
+    huge = 10**15  # an H200 in bf16: memory for far more rows than one launch may take
+    assert auto_batch_rows(huge, 1000) == MAX_AUTO_BATCH
+    assert auto_batch_rows(huge, 1000, cap=1 << 16) == 65_536  # the old cap was the defect
+    assert auto_batch_rows(100_000 * 1000, 1000) == 49_984  # half of 100,000 rows, 64-aligned
+    assert auto_batch_rows(100 * 1000, 1000) == 50  # under 64 rows: as many as fit
+    assert auto_batch_rows(10, 1000) == 1
 
 
 def test_noise_map_does_not_depend_on_chunking() -> None:
@@ -400,3 +458,11 @@ def test_gflops_per_image_counts_every_patch() -> None:
     stride_one.fit(random_set(4, 32), ctx(0))
     n = params.image_size - params.patch_size + 1
     assert stride_one.gflops_per_image() == pytest.approx(per_patch * n * n)
+
+
+def test_paper_unet_trained_short_is_flagged() -> None:
+    assert Radar(RadarParams()).flags == []  # the paper preset's 10,000 x 512 patches
+    assert Radar(RadarParams(train_steps=2500, batch_size=2048)).flags == []  # as many patches
+    assert Radar(RadarParams(train_steps=800, batch_size=2048)).flags == ["train:cut"]
+    # A smaller network is marked by its preset (preset:quick), not by this flag.
+    assert Radar(RadarParams(**TINY)).flags == []

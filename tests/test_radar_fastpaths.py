@@ -273,17 +273,103 @@ def test_whole_image_mode_still_separates_planted_defects(tmp_path: Path) -> Non
     assert roc_auc_score(test.masks.flatten().numpy(), pred.maps.flatten().numpy()) > 0.7
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="torch.compile of the U-Net takes "
-    "minutes on a CPU; checked where a GPU is (results/perf/gpu_run.sh)",
-)
-def test_compiled_unet_gives_the_same_map(tmp_path: Path) -> None:  # pragma: no cover
-    cuda = torch.device("cuda")
-    train = images(8)
-    c = RunContext(seed=0, device=cuda, work_dir=tmp_path, cache_dir=tmp_path / "cache")
-    test = images(4, seed=9)
+# -- CUDA only (pytest -m cuda; results/gpu/next.sh runs them first on a GPU) ---------------
+# torch.compile of the U-Net takes minutes on this 2-core CPU, and CUDA graphs, the automatic
+# batch and a real out-of-memory exist only on a GPU.
+
+
+@pytest.fixture
+def exact_fp32() -> Iterator[None]:
+    """Plain fp32 for a comparison: no TensorFloat-32 in cuBLAS or cuDNN (cuDNN convolutions use
+    it by default on Ampere and later), so that two paths differ only in the order of float sums
+    (inductor fuses and reorders reductions: ~1e-6 on maps of order 1, under atol 1e-4), not by
+    TF32's 10-bit rounding (~1e-3), which would make any tolerance a guess."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def cuda_ctx(tmp: Path) -> RunContext:
+    return RunContext(seed=0, device=torch.device("cuda"), work_dir=tmp, cache_dir=tmp / "cache")
+
+
+@pytest.mark.cuda
+def test_compiled_unet_gives_the_same_map(
+    tmp_path: Path, exact_fp32: None
+) -> None:  # pragma: no cover
+    c = cuda_ctx(tmp_path)
+    train, test = images(8), images(4, seed=9)
     plain = Radar(TINY).fit(train, c).predict(test)
-    for mode in ("default", "reduce-overhead"):
+    for mode in ("default", "reduce-overhead"):  # reduce-overhead replays CUDA graphs
         compiled = Radar(dataclasses.replace(TINY, compile=mode)).fit(train, c)
         torch.testing.assert_close(compiled.predict(test).maps, plain.maps, rtol=0, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_bf16_inference_map_is_close_to_fp32_on_cuda(
+    tmp_path: Path, exact_fp32: None
+) -> None:  # pragma: no cover
+    c = cuda_ctx(tmp_path)
+    train, test = images(8), images(4, seed=9)
+    fp32 = Radar(TINY).fit(train, c).predict(test).maps
+    bf16 = Radar(dataclasses.replace(TINY, infer_precision="bf16")).fit(train, c)
+    error = rel_l2(bf16.predict(test).maps, fp32)
+    assert 1e-4 < error < 5e-2, error  # the bound of the CPU test above, and why
+
+
+@pytest.mark.cuda
+def test_automatic_batch_on_cuda_gives_the_same_map(
+    tmp_path: Path, exact_fp32: None
+) -> None:  # pragma: no cover
+    from bench.methods.patches import MAX_AUTO_BATCH
+
+    c = cuda_ctx(tmp_path)
+    train, test = images(8), images(4, seed=9)
+    fixed = Radar(TINY).fit(train, c).predict(test).maps
+    auto = Radar(dataclasses.replace(TINY, infer_batch=0)).fit(train, c)
+    assert 64 <= auto.infer_batch_ <= MAX_AUTO_BATCH and auto.infer_batch_ % 64 == 0
+    # Other pass sizes may pick other cuDNN algorithms: float sums reordered, as compiled.
+    torch.testing.assert_close(auto.predict(test).maps, fixed, rtol=0, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_out_of_memory_fallback_on_a_deliberately_too_large_batch() -> None:  # pragma: no cover
+    from bench.methods.patches import map_in_chunks
+
+    cuda = torch.device("cuda")
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(cuda)
+    widen = 4096  # a pass holds 4096 float copies of each row: 12.5 MiB per 28 x 28 row
+
+    def hungry(batch: torch.Tensor) -> torch.Tensor:
+        return batch.expand(-1, widen, -1, -1).contiguous().mean(1, keepdim=True)
+
+    rows = 4 * free // (widen * 28 * 28 * 4)  # four times what fits at once
+    x = torch.rand(rows, 1, 28, 28, device=cuda)
+    out, chunk = map_in_chunks(hungry, x, rows)
+    assert chunk <= rows // 4  # halved at least twice, on real CUDA out-of-memory errors
+    torch.testing.assert_close(out, x)
+
+
+@pytest.mark.cuda
+def test_paper_unet_at_the_automatic_batch_cap_runs_in_bf16() -> None:  # pragma: no cover
+    # The cap exists for this pass: the paper U-Net's lowest-resolution attention at 65,536 rows
+    # launched one block over CUDA's grid limit ("invalid configuration argument").
+    from bench.methods.patches import MAX_AUTO_BATCH, map_in_chunks
+
+    cuda = torch.device("cuda")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        paper = build_unet(28, 1, (32, 64, 64)).to(cuda).eval()
+    forward = unet_forward(paper, 1, cuda, torch.bfloat16)
+    x = torch.randn(MAX_AUTO_BATCH, 1, 28, 28, device=cuda)
+    with torch.inference_mode():
+        out, chunk = map_in_chunks(forward, x, MAX_AUTO_BATCH)
+        assert chunk == MAX_AUTO_BATCH and torch.isfinite(out).all()
+        # And one over the limit: the launch error (if this attention kernel has the limit) is
+        # halved once instead of ending the job.
+        over = torch.randn(65_536, 1, 28, 28, device=cuda)
+        out, chunk = map_in_chunks(forward, over, 65_536)
+    assert out.shape == over.shape and chunk in (65_536, 32_768)

@@ -84,7 +84,7 @@ def test_peak_memory_ignores_allocation_freed_before_block() -> None:
     assert pm.peak_mb < rss_mb + 100  # unlike ru_maxrss, which would still say +300 MB
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_peak_memory_cuda() -> None:
     with PeakMemory("cuda") as pm:
         x = torch.ones(64 * 2**20, device="cuda", dtype=torch.uint8)
@@ -156,3 +156,64 @@ def test_device_name_cpu() -> None:
 
     name = device_name(torch.device("cpu"))
     assert name.endswith(f"({torch.get_num_threads()} threads)")
+
+
+class FakeCudaMemory:
+    """torch.cuda's allocation counters, simulated on a CPU: allocated bytes and their peak."""
+
+    def __init__(self) -> None:
+        self.allocated = 0
+        self.peak = 0
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def free(self, n: int) -> None:
+        self.allocated -= n
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        cuda = torch.cuda
+        monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(cuda, "empty_cache", lambda: None)
+        monkeypatch.setattr(cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(cuda, "mem_get_info", lambda device=None: (10**15, 10**15))
+
+        def reset(device: object = None) -> None:
+            self.peak = self.allocated
+
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", reset)
+
+
+def test_fit_peak_memory_keeps_training_when_the_batch_probe_resets_the_counter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sequence of a RADAR fit inside the runner's measurement: training (its own nested
+    # PeakMemory) peaks at 500 MB, then the automatic-batch probe resets the CUDA peak counter
+    # and peaks at 50 MB, then the scorer's pass at 100 MB. The fit's peak is training's.
+    from bench.methods.patches import MAX_AUTO_BATCH, chunk_for_memory
+
+    mem = FakeCudaMemory()
+    mem.install(monkeypatch)
+    mb = 2**20
+
+    def probe_forward(batch: torch.Tensor) -> torch.Tensor:
+        mem.alloc(50 * mb)
+        mem.free(50 * mb)
+        return batch
+
+    with PeakMemory("cuda") as fit:
+        with PeakMemory("cuda:0") as train:
+            mem.alloc(500 * mb)
+            mem.free(500 * mb)
+        rows = chunk_for_memory(probe_forward, torch.zeros(1, 1, 4, 4), torch.device("cuda"))
+        mem.alloc(100 * mb)
+        mem.free(100 * mb)
+    assert train.peak_mb == 500
+    assert fit.peak_mb == 500  # was 100: the probe's reset erased training
+    assert rows == MAX_AUTO_BATCH  # a petabyte free: the cap, below CUDA's 65,535 grid limit
+    with PeakMemory("cuda") as after:  # closed blocks are forgotten: a fresh block starts at 0
+        mem.alloc(10 * mb)
+    assert after.peak_mb == 10

@@ -34,10 +34,25 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
 from bench.methods.ddpm import add_noise
+from bench.timing import reset_cuda_peak
 
 log = logging.getLogger(__name__)
 
 OutOfMemory = torch.cuda.OutOfMemoryError
+
+# The largest automatic batch: CUDA caps a kernel grid's y and z dimensions at 65,535 blocks, and
+# FlashAttention (the U-Net's lowest-resolution attention) launches one block per sample there, so
+# 65,536 rows fail with "invalid configuration argument". A multiple of 64 below that: 65,472.
+MAX_AUTO_BATCH = 65_535 // 64 * 64
+
+# What a CUDA kernel launch says when its grid or block size is out of range (a batch too large
+# for one launch); not an out-of-memory error, but cured the same way: fewer rows per pass.
+_LAUNCH_CONFIG_ERROR = "invalid configuration argument"
+
+
+def is_launch_config_error(exc: BaseException) -> bool:
+    """True for the CUDA error of a kernel launched with a grid too large for the device."""
+    return isinstance(exc, RuntimeError) and _LAUNCH_CONFIG_ERROR in str(exc)
 
 
 def patch_starts(size: int, patch: int, stride: int) -> Tensor:
@@ -101,13 +116,20 @@ def sample_patches(
     """``batch`` random (image, position) patches, uniformly over images and grid positions.
 
     Drawing positions per step is the same in expectation as shuffling the materialised set of
-    all patches, without holding that set in memory. ``generator`` lives on ``x``'s device.
+    all patches, without holding that set in memory. ``generator``, ``ys`` and ``xs`` live on
+    ``x``'s device: a training step then draws and gathers without any host-to-device copy (a
+    copy of CPU index tensors would block and synchronise the stream at every step).
     """
     dev = x.device
+    if ys.device != dev or xs.device != dev:
+        raise ValueError(
+            f"sample_patches: ys and xs must be on the images' device {dev}, got "
+            f"{ys.device} and {xs.device} (move them once, outside the training loop)"
+        )
     i = torch.randint(0, x.shape[0], (batch,), generator=generator, device=dev)
     yi = torch.randint(0, len(ys), (batch,), generator=generator, device=dev)
     xi = torch.randint(0, len(xs), (batch,), generator=generator, device=dev)
-    return _windows(x, patch)[i, :, ys.to(dev)[yi], xs.to(dev)[xi]]
+    return _windows(x, patch)[i, :, ys[yi], xs[xi]]
 
 
 def map_in_chunks(
@@ -121,6 +143,8 @@ def map_in_chunks(
 
     Returns the concatenated output and the chunk size that worked, so that the caller can start
     there next time. ``oom`` is a parameter so that tests can simulate an out-of-memory on a CPU.
+    A CUDA launch-configuration error (:func:`is_launch_config_error`: a grid too large for one
+    kernel launch) is halved once too; a second one is a real error and raised.
     ``pad``: when ``x`` takes several slices, a last slice shorter than ``chunk`` is padded (its
     last row repeated) to the next power of two rows (at most ``chunk``) and the padding's output
     dropped, so that ``fn`` sees few shapes whatever the number of rows (a compiled model or a
@@ -129,8 +153,9 @@ def map_in_chunks(
     """
     outs: list[Tensor] = []
     i = 0
+    launch_retried = False
     while i < x.shape[0]:
-        failed = False
+        failed = ""
         part = x[i : i + chunk]
         n = part.shape[0]
         if pad and n < chunk and x.shape[0] > chunk:
@@ -141,11 +166,16 @@ def map_in_chunks(
         except oom:
             if chunk == 1:
                 raise
-            failed = True
+            failed = "out of memory"
+        except RuntimeError as exc:
+            if launch_retried or chunk == 1 or not is_launch_config_error(exc):
+                raise
+            launch_retried = True
+            failed = "CUDA launch configuration error"
         if failed:
             # Outside the except block: the exception's traceback pins the failed pass's
             # activations until the block ends, and empty_cache could not release them.
-            log.warning("out of memory at %d patches per pass; retrying with %d", chunk, chunk // 2)
+            log.warning("%s at %d patches per pass; retrying with %d", failed, chunk, chunk // 2)
             chunk //= 2
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -193,13 +223,14 @@ def chunk_for_memory(
     device: torch.device,
     fraction: float = 0.5,
     probe: int = 16,
-    cap: int = 1 << 16,
+    cap: int = MAX_AUTO_BATCH,
 ) -> int:
     """The largest batch of ``item``-shaped inputs that fits in ``fraction`` of the free GPU memory.
 
     Measures the peak memory of one ``probe``-row forward pass (``torch.cuda.mem_get_info`` for
     what is free, ``max_memory_allocated`` for what a row costs), scales it to the free memory,
-    rounds down to a multiple of 64 rows (tensor-core friendly) and caps it at ``cap``. The
+    rounds down to a multiple of 64 rows (tensor-core friendly) and caps it at ``cap``
+    (:data:`MAX_AUTO_BATCH`: one kernel launch per pass stays within CUDA's grid limit). The
     out-of-memory halving of :func:`map_in_chunks` still backs it up. CUDA only.
     """
     if device.type != "cuda":
@@ -208,7 +239,7 @@ def chunk_for_memory(
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
     base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    reset_cuda_peak(device)  # an open PeakMemory (the job's fit) keeps what it saw
     batch = item.expand(probe, *item.shape[1:]).contiguous()
     with torch.inference_mode():
         forward(batch)
@@ -216,10 +247,20 @@ def chunk_for_memory(
     per_row = max(1, (torch.cuda.max_memory_allocated(device) - base) // probe)
     del batch
     torch.cuda.empty_cache()
-    rows = int(fraction * free // per_row)
+    return auto_batch_rows(free, per_row, fraction, cap)
+
+
+def auto_batch_rows(
+    free_bytes: int, bytes_per_row: int, fraction: float = 0.5, cap: int = MAX_AUTO_BATCH
+) -> int:
+    """Rows that fit in ``fraction`` of ``free_bytes``: a multiple of 64 (when 64 or more fit),
+    at least 1, at most ``cap`` rounded down to a multiple of 64."""
+    rows = int(fraction * free_bytes // max(1, bytes_per_row))
+    limit = cap - cap % 64 if cap >= 64 else cap
+    rows = min(rows, limit)
     if rows >= 64:
         rows -= rows % 64
-    return max(1, min(rows, cap))
+    return max(1, rows)
 
 
 def noise_images(

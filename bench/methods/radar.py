@@ -331,6 +331,15 @@ class Radar:
         s = self.params.image_size
         return InputSpec((s, s), grayscale=True)
 
+    @property
+    def flags(self) -> list[str]:
+        """``train:cut`` on every table row of the paper U-Net trained on fewer patches than
+        the paper preset's 10,000 x 512 (a GPU window's budget; ``fit_info.patches_seen`` says
+        how many). A smaller U-Net is marked by its preset (``preset:quick``) instead."""
+        p, paper = self.params, RadarParams()
+        short = p.train_steps * p.batch_size < paper.train_steps * paper.batch_size
+        return ["train:cut"] if short and p.block_out_channels == paper.block_out_channels else []
+
     # -- glue ----------------------------------------------------------------------------------
 
     def _prepare(self, images: Tensor) -> Tensor:
@@ -636,7 +645,8 @@ class Radar:
         dev = x.device
         unet, scheduler = self.unet_, self.scheduler_
         generator = _device_generator(ctx, _SEED_TRAIN, dev)
-        ys = patch_starts(p.image_size, p.patch_size, p.train_stride)
+        # On the device once: sample_patches then needs no host-to-device copy per step.
+        ys = patch_starts(p.image_size, p.patch_size, p.train_stride).to(dev)
         optimizer = torch.optim.AdamW(
             unet.parameters(),
             lr=p.lr,

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The reference run of issue #10 on ONE GPU, as resumable chunks of one device call each.
+# For the device tool's short windows use results/gpu/next.sh (issue #22): it picks the next
+# chunk from the committed records. This script stays for a machine with a GPU of its own.
 # results/reference/gpu/README.md says what each chunk runs, how long it should take, and why
 # its settings are what they are.
 #
@@ -45,7 +47,15 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
 SEEDS=${SEEDS:-0,1,2}
 if [ "${SMOKE:-0}" = 1 ]; then
-    PY=${PY:-python}
+    # The command form of the GPU machine, where the suite is not pip-installed: no `bench`
+    # script on PATH (a venv's would hide a call that only works through it).
+    PY=$(command -v "${PY:-python}") || { echo "error: PY not found" >&2; exit 2; }
+    clean=""
+    IFS=: read -ra dirs <<<"$PATH"
+    for d in "${dirs[@]}"; do
+        [ -x "$d/bench" ] || clean="${clean:+$clean:}$d"
+    done
+    export PATH=$clean PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     MTD=(--datasets synthetic:brick)
     FDM=(--datasets synthetic:gravel)
     COMMON=(--device cpu --preset quick --threads 1 --timing-repeats 2)
@@ -96,7 +106,9 @@ else
     PROBE=(--methods radar,diffusionad,ddpm_recon,draem --set draem.max_epochs=1)
 fi
 
-bench() { "$PY" -m bench.cli "$@"; }
+# The suite as a module: `timeout` runs programs, not shell functions, and the GPU machine has
+# no `bench` script (the project is not installed there).
+BENCH=("$PY" -m bench.cli)
 RESULTS=(--results-dir "$RUNS")
 
 step() {  # step NAME CMD...: run CMD with the time left, stopping it cleanly at the deadline
@@ -115,27 +127,27 @@ step() {  # step NAME CMD...: run CMD with the time left, stopping it cleanly at
 chunk() {
     case $1 in
     probe)  # one short job per slow method, to extrapolate the others (README: "Plan")
-        step probe bench run "${PROBE[@]}" "${MTD[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
+        step probe "${BENCH[@]}" run "${PROBE[@]}" "${MTD[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
             --run-id ref-probe --seeds 0 "${RADAR[@]}" "${RECON[@]}" --set radar.train_steps=100 \
             --set diffusionad.epochs=1 --set ddpm_recon.epochs=1 ;;
     radar-mtd | radar-fdm)  # RADAR: scorers iforest and irf x patch and whole-image inference
         local data=("${MTD[@]}")
         [ "$1" = radar-fdm ] && data=("${FDM[@]}")
-        step "$1" bench ablate --method radar "${data[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
+        step "$1" "${BENCH[@]}" ablate --method radar "${data[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
             --run-id "ref-$1" --seeds "$SEEDS" "${RADAR[@]}" \
             --grid scorer=iforest,irf --grid inference=patches,full ;;
     recon-mtd | recon-fdm)
         local data=("${MTD[@]}")
         [ "$1" = recon-fdm ] && data=("${FDM[@]}")
-        step "$1" bench run --methods diffusionad,ddpm_recon "${data[@]}" "${COMMON[@]}" \
+        step "$1" "${BENCH[@]}" run --methods diffusionad,ddpm_recon "${data[@]}" "${COMMON[@]}" \
             "${RESULTS[@]}" --run-id "ref-$1" --seeds "$SEEDS" "${RECON[@]}" ;;
     others-mtd | others-fdm)  # anomalib's models and the classical baselines
         local data=("${MTD[@]}")
         [ "$1" = others-fdm ] && data=("${FDM[@]}")
-        step "$1" bench run --methods "$ANOMALIB,iforest,ocsvm,pca" "${data[@]}" "${COMMON[@]}" \
+        step "$1" "${BENCH[@]}" run --methods "$ANOMALIB,iforest,ocsvm,pca" "${data[@]}" "${COMMON[@]}" \
             "${RESULTS[@]}" --run-id "ref-$1" --seeds "$SEEDS" "${OTHERS[@]}" ;;
     ablation)
-        step ablation bench ablate --method radar "${MTD[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
+        step ablation "${BENCH[@]}" ablate --method radar "${MTD[@]}" "${COMMON[@]}" "${RESULTS[@]}" \
             --run-id ref-ablation --seeds 0 "${RADAR[@]}" --one-at-a-time "${ABLATION[@]}" ;;
     *)
         echo "unknown chunk $1: expected probe, radar-mtd, radar-fdm, recon-mtd, recon-fdm," \
