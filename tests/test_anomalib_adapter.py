@@ -212,3 +212,10 @@ def test_hub_offline_is_restored():
     with wts.hub_offline():
         assert constants.HF_HUB_OFFLINE is True
     assert before == constants.HF_HUB_OFFLINE
+
+
+def test_quick_patchcore_uses_the_papers_one_percent_coreset():
+    quick = registry.build_params("patchcore", "quick", {"weights": "random"})
+    paper = registry.build_params("patchcore", "paper", {"weights": "random"})
+    assert quick.coreset_sampling_ratio == 0.01 and paper.coreset_sampling_ratio == 0.1
+    assert quick.image_size == 128

@@ -26,6 +26,7 @@ from bench.reports.load import ablations, load_run, reference_variants
 from bench.reports.tables import (
     DAGGER,
     REFERENCE,
+    SUBSTITUTE,
     Note,
     ablation_table,
     main_table,
@@ -139,6 +140,32 @@ def test_markdown_and_csv_agree_with_latex(handmade, tmp_path):
     csv = pd.read_csv(write_csv(table, tmp_path))
     best = csv[(csv["column"] == "F1") & (csv["rank"] == 1)]
     assert best["row"].tolist() == ["b"] and best["mean"].iloc[0] == pytest.approx(0.80)
+
+
+def test_substitute_backbone_is_marked_apart_from_random_init(tmp_path):
+    store = RunStore(tmp_path / "run")
+    lite = ["backbone:efficientnet_lite0 (ImageNet)"]
+    for seed in (0, 1):
+        store.write_record(_rec(f"p{seed}", "patchcore", seed, {"auroc": 0.85}, flags=lite))
+        store.write_record(
+            _rec(f"q{seed}", "padim", seed, {"auroc": 0.6}, flags=["weights:random"])
+        )
+        store.write_record(_rec(f"r{seed}", "radar", seed, {"auroc": 0.6}))
+    data = load_run(tmp_path / "run")
+    for table in (main_table(data), timing_table(data)):
+        assert table.row_markers == {"patchcore": [SUBSTITUTE], "padim": [DAGGER]}
+        (note,) = [n for n in table.notes if n.marker == SUBSTITUTE]
+        assert "efficientnet_lite0 (ImageNet)" in note.text
+        assert "not the published configuration" in note.text
+    table = main_table(data)
+    assert "| patchcore§ |" in markdown.to_markdown(table)
+    tex = latex.to_latex(table)
+    assert "patchcore$^{\\S}$" in tex and "efficientnet\\_lite0" in tex
+    # one-method runs: the backbone has its footnote, not a second "All runs flagged" line
+    only = RunStore(tmp_path / "only")
+    only.write_record(_rec("p0", "patchcore", 0, {"auroc": 0.85}, flags=lite))
+    notes = main_table(load_run(tmp_path / "only")).notes
+    assert not any("All runs flagged backbone" in n.text for n in notes)
 
 
 def test_significance_hook_marks_cells(handmade):

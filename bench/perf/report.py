@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from bench.reports import charts
 from bench.reports.load import RunData, flags_of, summarize
-from bench.reports.tables import Note, Table
+from bench.reports.tables import Note, Table, mark_backbones
 
 #: (record field, header, digits, better: "higher" | "lower" | None).
 SPEED_COLUMNS: tuple[tuple[str, str, int, str | None], ...] = (
@@ -106,6 +106,7 @@ def speed_table(data: RunData) -> Table | None:
         digits={h: d for _, h, d, _ in present},
         better={h: b for _, h, _, b in present if b},
     )
+    mark_backbones(table, rows, key="label")
     table.notes.extend(_notes(rows))
     return table
 

@@ -19,14 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.reports.tables import DAGGER, REFERENCE, Table
+from bench.reports.tables import DAGGER, REFERENCE, SUBSTITUTE, Table
 
 #: What a document needs to \input the tables.
 PREAMBLE = "\\documentclass{article}\n\\usepackage{booktabs}\n"
 
 # Math-mode daggers: the text-mode ones need the TS1 font, which a bare TeX install would
 # first have to generate with METAFONT.
-MARKERS = {DAGGER: "$^{\\dagger}$", REFERENCE: "$^{\\ddagger}$", "dash": "--"}
+MARKERS = {
+    DAGGER: "$^{\\dagger}$",
+    SUBSTITUTE: "$^{\\S}$",
+    REFERENCE: "$^{\\ddagger}$",
+    "dash": "--",
+}
 
 RANK_TEXT = "Best per column in bold, second best underlined."
 
@@ -44,6 +49,7 @@ _SPECIAL = {
     "±": "$\\pm$",
     "†": "$\\dagger$",
     "‡": "$\\ddagger$",
+    "§": "\\S{}",
 }
 _SPECIAL_RE = re.compile("|".join(re.escape(k) for k in _SPECIAL))
 

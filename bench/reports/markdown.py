@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.reports.tables import DAGGER, REFERENCE, Table
+from bench.reports.tables import DAGGER, REFERENCE, SUBSTITUTE, Table
 
-MARKERS = {DAGGER: "†", REFERENCE: "‡", "dash": "--"}
+MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", "dash": "--"}
 
 
 def cell_text(

