@@ -35,7 +35,7 @@ import pandas as pd
 
 from bench.errors import DataError
 from bench.settings import TIMING_METRICS, CompareSettings, MetricRule
-from bench.store import load_results, records_frame, write_json
+from bench.store import load_results, read_record_file, records_frame, write_json
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -626,10 +626,13 @@ def update_reference(reference: Path, candidate: Path) -> int:
         raise DataError(f"{candidate}: --update needs a run folder as the candidate")
     if reference.exists() and not reference.is_dir():
         raise DataError(f"{reference}: --update needs a folder as the baseline")
-    files = sorted(candidate.glob("jobs/*.json")) or sorted(candidate.glob("*/jobs/*.json"))
+    found = sorted(candidate.glob("jobs/*.json")) or sorted(candidate.glob("*/jobs/*.json"))
+    # The one record reader: a damaged record is moved aside (and said so), not copied.
+    read = {p: read_record_file(p, p.name.removesuffix(".json")) for p in found}
+    files = [p for p, rec in read.items() if rec is not None]
     if not files:
         raise DataError(f"{candidate}: no job records (expected jobs/*.json or */jobs/*.json)")
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in files]
+    records = [r for r in read.values() if r is not None]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         raise DataError(

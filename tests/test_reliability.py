@@ -435,7 +435,15 @@ def test_ctrl_c_saves_what_finished(sig, tmp_path):
     (run_dir,) = results.iterdir()
     assert [r["seed"] for r in records(results)] == [0]
     assert len(pd.read_csv(run_dir / "records.csv")) == 1
-    assert json.loads((run_dir / "manifest.json").read_text())["finished_at"]
+    # Stopped, not finished (issue #24): the manifest and `bench status` say so.
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["finished_at"] is None and manifest["interrupted_at"]
+    status = subprocess.run(
+        [sys.executable, "-c", DRIVER, "status", str(run_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "interrupted" in status.stdout and "finished" not in status.stdout
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path, capsys, meandiff):

@@ -122,7 +122,7 @@ def speed(
     import os
 
     from bench import registry
-    from bench.config import split_names
+    from bench.config import check_seed, split_names
     from bench.perf.speed import SpeedConfig, parse_batches, run_speed
 
     method_list = split_names(methods, "--methods")
@@ -140,7 +140,7 @@ def speed(
         budget_s=budget_s,
         eval_images=eval_images,
         calibration_fraction=calibration_fraction,
-        seed=seed,
+        seed=check_seed(seed),
         peak_tflops=peak_tflops,
         data_root=data_root or (Path(env_root) if env_root else None),
         **({"threads": threads} if threads is not None else {}),
