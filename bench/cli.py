@@ -28,6 +28,7 @@ from bench import registry
 from bench.config import RunConfig, check_seed, parse_seeds, split_names
 from bench.errors import BenchError, ConfigError
 from bench.perf.command import speed as speed_command
+from bench.store import check_run_id
 
 app = typer.Typer(
     add_completion=False,
@@ -152,6 +153,8 @@ def run(
     from bench import runner
     from bench.launchers import LauncherOptions, done_line, make_launcher
 
+    if run_id is not None:  # before the imports and checks of a run: seconds of waiting
+        check_run_id(run_id)
     method_list = split_names(methods, "--methods")
     cfg = RunConfig(
         methods=method_list,
@@ -326,6 +329,8 @@ def ablate(
     from bench.ablate import ablation_tables, expand_ablation, parse_grid
     from bench.launchers import LauncherOptions, done_line, make_launcher
 
+    if run_id is not None:
+        check_run_id(run_id)
     axes = parse_grid(grid)
     cfg = RunConfig(
         methods=[method],

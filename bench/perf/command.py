@@ -124,7 +124,10 @@ def speed(
     from bench import registry
     from bench.config import check_seed, split_names
     from bench.perf.speed import SpeedConfig, parse_batches, run_speed
+    from bench.store import check_run_id
 
+    if run_id is not None:
+        check_run_id(run_id)
     method_list = split_names(methods, "--methods")
     env_root = os.environ.get("BENCH_DATA")
     cfg = SpeedConfig(
