@@ -382,7 +382,7 @@ def load_results(path: Path) -> pd.DataFrame:
 
 
 #: A run folder name (``--run-id``): one path component of safe characters.
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def check_run_id(run_id: str, flag: str = "--run-id") -> str:
@@ -391,7 +391,7 @@ def check_run_id(run_id: str, flag: str = "--run-id") -> str:
     if not RUN_ID_PATTERN.fullmatch(run_id):
         raise ConfigError(
             f"{flag} {run_id!r}: expected one folder name of letters, digits, '.', '_' and '-' "
-            "(at most 128, starting with a letter or digit), not a path"
+            "(at most 128, not starting with '.' or '-'), not a path"
         )
     return run_id
 

@@ -465,9 +465,14 @@ def test_unreadable_record_is_recomputed_not_fatal(tmp_path, capsys, meandiff):
     assert bench(grid(results, "0"), capsys)[0] == 0
     (path,) = results.glob("*/jobs/*.json")
     path.write_text('{"job_id": "trunc')  # e.g. written by a tool without atomic writes
-    code, out, _ = bench(grid(results, "0"), capsys)
+    code, out, err = bench(grid(results, "0"), capsys)
     assert code == 0 and "skipped" not in out
     assert json.loads(path.read_text())["status"] == "ok"
+    # Said once (issue #24: it was said twice), and kept aside, not deleted.
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert path.name in warning and "not valid JSON" in warning
+    (aside,) = path.parent.glob(f"{path.name}.damaged-*")
+    assert aside.read_text() == '{"job_id": "trunc'
 
 
 def test_claims_exclude_each_other(tmp_path):
