@@ -17,6 +17,13 @@ folder (even with the same run id) never lose each other's entries. A per-job lo
 keeps two processes from computing the same job at once; the locks are ``flock`` locks
 (:mod:`filelock`), which the kernel releases when a process dies, even by SIGKILL, so a killed
 run never leaves a stale claim behind.
+
+Reading goes through one validating reader (:func:`read_record_file`,
+:meth:`RunStore.read_manifest`; the schemas are in :mod:`bench.record_schema`): a damaged or
+foreign file is moved aside as ``<name>.damaged-<UTC time>`` with one warning and counts as
+absent, so a rerun recomputes the job (or rebuilds the manifest) and nothing is deleted. Runs
+are written only into folders named by :func:`check_run_id` that are bench run folders or new
+(:func:`open_run_folder`).
 """
 
 from __future__ import annotations
@@ -123,15 +130,13 @@ def set_aside(path: Path, problem: str, what: str, original: bytes | None = None
     return target
 
 
-def read_record_file(
-    path: Path, job_id: str | None = None, move: bool = True
-) -> dict[str, Any] | None:
+def read_record_file(path: Path, job_id: str | None = None) -> dict[str, Any] | None:
     """The one reader of job records: the record in ``path``, validated against the record
     schema (:mod:`bench.record_schema`), or None when there is none.
 
     A damaged or foreign file (unreadable, not JSON, not an object, a field of the wrong type,
-    another job's id) counts as no record: it is moved aside (``move``, see :func:`set_aside`)
-    with one warning naming the file and the problem, so that resuming recomputes the job.
+    another job's id) counts as no record: it is moved aside (:func:`set_aside`) with one
+    warning naming the file and the problem, so that resuming recomputes the job.
     ``job_id``: the job the file must hold (the name of a ``jobs/<job-id>.json``).
     """
     path = Path(path)
@@ -149,7 +154,7 @@ def read_record_file(
     if problem is None:
         return record
     what = "the job counts as not done (a rerun recomputes it)"
-    if move and raw is not None:
+    if raw is not None:
         set_aside(path, problem, what, raw)
     else:
         _warn_once(path, f"{problem}; ignoring it")

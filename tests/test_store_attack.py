@@ -159,7 +159,7 @@ READ_COMMANDS = ("show", "status", "history", "compare", "report")
 def read_commands(run_dir: Path, pristine: Path, out: Path) -> list[list[str]]:
     return [
         ["show", str(run_dir)],
-        ["status", str(run_dir)],
+        ["status", str(run_dir), "--verbose"],
         ["history", str(run_dir.parent)],
         ["compare", str(pristine), str(run_dir)],
         ["report", str(run_dir), "--out", str(out)],
@@ -319,7 +319,7 @@ def _usable(data: bytes, job_id: str) -> dict | None:
 
 
 @settings(
-    max_examples=8,
+    max_examples=10,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
