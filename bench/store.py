@@ -257,40 +257,47 @@ class RunStore:
             )
         write_json(self.manifest_path, manifest)
 
+    def _judge_manifest(self, raw: bytes) -> tuple[Any, str | None, bool]:
+        """``(value, problem, foreign)`` of the manifest's bytes. Foreign: a JSON object that
+        is no bench manifest, in a folder without job records (another program's file). With
+        ``jobs/`` beside it, the folder is a run and such a file is a damaged manifest."""
+        value, problem = _parse_bytes(raw)
+        foreign = isinstance(value, dict) and not is_bench_manifest(value)
+        if problem is None and foreign and not self.jobs_dir.is_dir():
+            return value, "not a bench manifest", True
+        return value, problem or manifest_problem(value), False
+
     def manifest_state(self) -> str:
         """``absent``, ``ok``, ``damaged`` (a bench manifest that cannot be used) or
-        ``foreign`` (a JSON object that is no bench manifest); reads only."""
-        value, problem = _parse_json(self.manifest_path)
-        if value is None and problem is None:
+        ``foreign`` (see :meth:`_judge_manifest`); reads only."""
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
             return "absent"
-        if problem is None and isinstance(value, dict) and not is_bench_manifest(value):
-            return "foreign"
-        return "ok" if problem is None and manifest_problem(value) is None else "damaged"
+        except OSError:
+            return "damaged"
+        _, problem, foreign = self._judge_manifest(raw)
+        return "foreign" if foreign else ("damaged" if problem else "ok")
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The validated manifest, or None. A damaged one is moved aside (one warning; the next
-        ``bench run`` rebuilds it from its configuration and the records); a foreign one (no
-        bench manifest) is ignored with one warning and left where it is."""
+        ``bench run`` rebuilds it from its configuration and the records); a foreign one is
+        ignored with one warning and left where it is."""
         try:
-            raw: bytes | None = self.manifest_path.read_bytes()
+            raw = self.manifest_path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raw, value, problem = None, None, f"unreadable ({exc.strerror or exc})"
-        else:
-            value, problem = _parse_bytes(raw)
-        if problem is None and isinstance(value, dict) and not is_bench_manifest(value):
-            _warn_once(self.manifest_path, "not a bench manifest; ignoring it")
+            _warn_once(self.manifest_path, f"unreadable ({exc.strerror or exc}); ignoring it")
             return None
-        if problem is None:
-            problem = manifest_problem(value)
+        value, problem, foreign = self._judge_manifest(raw)
+        if foreign:
+            _warn_once(self.manifest_path, f"{problem}; ignoring it")
+            return None
         if problem is None:
             return value
         what = "the run's manifest is rebuilt by the next bench run of it"
-        if raw is not None:
-            set_aside(self.manifest_path, problem, what, raw)
-        else:
-            _warn_once(self.manifest_path, f"{problem}; ignoring it")
+        set_aside(self.manifest_path, problem, what, raw)
         return None
 
     def update_manifest(

@@ -1,5 +1,5 @@
 """The store under attack (issue #24): the seven reproductions, the minor items, and a property
-test over damaged run folders.
+test over damaged run folders (any job record, and sometimes the manifest too).
 
 Every case ends in one line, the right exit code, and no data lost: nothing is written outside
 the results folder or into a folder that is not a bench run, a damaged record is moved aside
@@ -291,23 +291,28 @@ FIELDS = ["job_id", "status", "method", "dataset", "seed", "metrics", "metrics_c
           "error", "run_id", "thresholds", "undefined_metrics"]  # fmt: skip
 
 
+MANIFEST_FIELDS = ["run_id", "config_hash", "config", "jobs", "job_labels", "seeds", "name",
+                   "created_at", "finished_at", "launcher"]  # fmt: skip
+
+
 @st.composite
-def damages(draw: st.DrawFn, original: bytes) -> bytes:
-    """What a job record may become: random bytes, a truncation, any JSON value, or the record
-    with one field (or one metric) replaced by any JSON value."""
-    kind = draw(st.sampled_from(["bytes", "truncate", "json", "field", "metric"]))
+def damages(draw: st.DrawFn, original: bytes, fields: list[str]) -> bytes:
+    """What a JSON file of the store may become: random bytes, a truncation, any JSON value, or
+    the original with one of ``fields`` (or one metric of a record) replaced by any JSON value."""
+    kinds = ["bytes", "truncate", "json", "field", *(["metric"] if "metrics" in fields else [])]
+    kind = draw(st.sampled_from(kinds))
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "truncate":
         return original[: draw(st.integers(0, len(original) - 1))]
     if kind == "json":
         return json.dumps(draw(JSON_VALUES)).encode()
-    record = json.loads(original)
+    value = json.loads(original)
     if kind == "field":
-        record[draw(st.sampled_from(FIELDS))] = draw(JSON_VALUES)
+        value[draw(st.sampled_from(fields))] = draw(JSON_VALUES)
     else:
-        record["metrics"][draw(st.sampled_from(sorted(record["metrics"])))] = draw(JSON_VALUES)
-    return json.dumps(record).encode()
+        value["metrics"][draw(st.sampled_from(sorted(value["metrics"])))] = draw(JSON_VALUES)
+    return json.dumps(value).encode()
 
 
 def _usable(data: bytes, job_id: str) -> dict | None:
@@ -336,10 +341,15 @@ def test_every_reader_survives_any_damaged_record(data, base_run, tmp_path, caps
     run_dir = example / "results" / "base"
     files = job_files(run_dir)
     victim = files[data.draw(st.integers(0, len(files) - 1), label="job")]
-    damaged = data.draw(damages(victim.read_bytes()), label="damage")
+    damaged = data.draw(damages(victim.read_bytes(), FIELDS), label="damage")
     victim.write_bytes(damaged)
     usable = _usable(damaged, victim.stem)
     before = {p.name: p.read_bytes() for p in files}  # the victim as damaged
+    manifest_path = run_dir / "manifest.json"
+    if data.draw(st.booleans(), label="manifest damaged too"):
+        manifest_path.write_bytes(
+            data.draw(damages(manifest_path.read_bytes(), MANIFEST_FIELDS), label="manifest")
+        )
 
     for argv in read_commands(run_dir, pristine, example / "report"):
         code, _, err = bench(argv, capsys)
@@ -348,6 +358,7 @@ def test_every_reader_survives_any_damaged_record(data, base_run, tmp_path, caps
     if usable is None:  # moved aside, whole, once
         (aside,) = run_dir.glob("jobs/*.damaged-*")
         assert aside.read_bytes() == damaged
+    assert len(list(run_dir.glob("manifest.json.damaged-*"))) <= 1
 
     code, _, err = bench(run_argv(data_root, example / "results"), capsys)
     assert code == 0, err
@@ -358,6 +369,6 @@ def test_every_reader_survives_any_damaged_record(data, base_run, tmp_path, caps
     records = RunStore(run_dir).records()
     assert len(records) == 3 and all(r["status"] == "ok" for r in records)
     assert len(pd.read_csv(run_dir / "records.csv")) == 3
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads(manifest_path.read_text())  # valid again, rebuilt if it was damaged
     assert manifest_problem(manifest) is None and manifest["finished_at"]
-    assert sorted(manifest["jobs"]) == sorted(r["job_id"] for r in records)
+    assert {r["job_id"] for r in records} <= set(manifest["jobs"])
