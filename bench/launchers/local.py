@@ -49,6 +49,8 @@ def visible_gpus() -> list[str]:
 
 #: Seconds between two looks of a worker's watchdog at its parent.
 WATCHDOG_PERIOD_S = 0.5
+#: linux/prctl.h: ask the kernel for a signal when the parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -70,10 +72,6 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the job's claim lock dies with the process; a rerun computes the job
 
     threading.Thread(target=watch, name="bench-parent-watchdog", daemon=True).start()
-
-
-#: linux/prctl.h
-PR_SET_PDEATHSIG = 1
 
 
 def _init_worker(slots: Any, gpus: list[str], parent_pid: int) -> None:
