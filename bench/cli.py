@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -24,9 +25,10 @@ from rich.progress import (
 from rich.table import Table
 
 from bench import registry
-from bench.config import RunConfig, parse_seeds, split_names
+from bench.config import RunConfig, check_seed, parse_seeds, split_names
 from bench.errors import BenchError, ConfigError
 from bench.perf.command import speed as speed_command
+from bench.store import check_run_id
 
 app = typer.Typer(
     add_completion=False,
@@ -151,6 +153,8 @@ def run(
     from bench import runner
     from bench.launchers import LauncherOptions, done_line, make_launcher
 
+    if run_id is not None:  # before the imports and checks of a run: seconds of waiting
+        check_run_id(run_id)
     method_list = split_names(methods, "--methods")
     cfg = RunConfig(
         methods=method_list,
@@ -248,6 +252,10 @@ def run(
 
     if outcome.records:
         console.print(summary_table(outcome.records))
+    for rec in outcome.records:
+        line = runner.undefined_warning(rec)
+        if line is not None:
+            err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     note = f" ({outcome.skipped} already done, skipped)" if outcome.skipped else ""
     console.print(f"results: {outcome.run_dir}{note}")
     if outcome.submitted:
@@ -321,6 +329,8 @@ def ablate(
     from bench.ablate import ablation_tables, expand_ablation, parse_grid
     from bench.launchers import LauncherOptions, done_line, make_launcher
 
+    if run_id is not None:
+        check_run_id(run_id)
     axes = parse_grid(grid)
     cfg = RunConfig(
         methods=[method],
@@ -472,6 +482,11 @@ def summary_table(records: list[dict[str, Any]]) -> Table:
         table.caption += (
             f"\n§ {', '.join(substitutes)}: ImageNet EfficientNet-Lite in place of the paper's "
             "backbone (not the published configuration)"
+        )
+    if any(r.get("undefined_metrics") for r in records):
+        table.caption += (
+            "\n-- undefined on the test set (e.g. recall without anomalous test images): "
+            "null in the record, never 0"
         )
     for rec in records:
         metrics = rec.get("metrics") or {}
@@ -716,6 +731,8 @@ def history(
     from bench.history import history_frame
 
     names = tuple(split_names(metrics, "--metrics"))
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such folder; expected a folder holding run folders")
     frame = history_frame(root, names, name=name, method=method, last=last)
     if frame.empty:
         console.print(f"no runs under {root}")
@@ -764,7 +781,7 @@ def data_synthetic(
     """Write the synthetic set to disk in the MVTec folder layout."""
     from bench.datasets.synthetic import SyntheticDataset
 
-    path = SyntheticDataset(texture=texture).write_mvtec_layout(out, seed)
+    path = SyntheticDataset(texture=texture).write_mvtec_layout(out, check_seed(seed))
     console.print(f"synthetic:{texture} (seed {seed}) written to {path}")
 
 
@@ -777,6 +794,12 @@ def main() -> None:
         # developers, and would break the promise of one line per error; --debug shows them.
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # The suite's warnings (a damaged record moved aside, ...) as one line each on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    bench_log = logging.getLogger("bench")
+    bench_log.addHandler(handler)
     # Batch schedulers stop a job with SIGTERM: stop as on Ctrl-C (finished jobs saved, exit 130).
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -798,6 +821,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     finally:
+        bench_log.removeHandler(handler)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else 0)

@@ -24,7 +24,6 @@ applied to quality metrics as well as to speed.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ import pandas as pd
 
 from bench.errors import DataError
 from bench.settings import TIMING_METRICS, CompareSettings, MetricRule
-from bench.store import RunStore, load_results, records_frame, write_json
+from bench.store import RunStore, load_results, read_record_file, records_frame, write_json
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
@@ -60,10 +59,7 @@ def _frame(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, dtype={"params_hash": str, "job_id": str, "run_id": str})
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: unreadable records CSV ({exc})") from None
-    try:
-        return load_results(path)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: a job record is not valid JSON ({exc})") from None
+    return load_results(path)  # damaged records: moved aside with a warning, never a crash
 
 
 def _number(value: Any) -> float | None:
@@ -724,10 +720,13 @@ def update_reference(reference: Path, candidate: Path) -> int:
         raise DataError(f"{candidate}: --update needs a run folder as the candidate")
     if reference.exists() and not reference.is_dir():
         raise DataError(f"{reference}: --update needs a folder as the baseline")
-    files = sorted(candidate.glob("jobs/*.json")) or sorted(candidate.glob("*/jobs/*.json"))
+    found = sorted(candidate.glob("jobs/*.json")) or sorted(candidate.glob("*/jobs/*.json"))
+    # The one record reader: a damaged record is moved aside (and said so), not copied.
+    read = {p: read_record_file(p, p.name.removesuffix(".json")) for p in found}
+    files = [p for p, rec in read.items() if rec is not None]
     if not files:
         raise DataError(f"{candidate}: no job records (expected jobs/*.json or */jobs/*.json)")
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in files]
+    records = [r for r in read.values() if r is not None]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         raise DataError(

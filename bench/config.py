@@ -26,6 +26,7 @@ from bench.protocol import (
     DEFAULT_TARGET_FPR,
     ThresholdProtocol,
 )
+from bench.record_schema import MAX_SEED
 
 
 def stable_hash(obj: object, length: int = 12) -> str:
@@ -57,8 +58,20 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+#: More seeds than this in one ``a-b`` range is a typo, not a grid (and would fill the memory).
+MAX_SEEDS = 10_000
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """``seed`` if every seeded library accepts it (numpy and scikit-learn's ``random_state``
+    take 0 .. 2**32 - 1), else a ConfigError before anything runs."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{flag} {seed}: expected an integer from 0 to {MAX_SEED} (2**32 - 1)")
+    return seed
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` -> list of ints."""
+    """``"0,1,2"`` or ``"0-4"`` -> list of ints, each in 0 .. 2**32 - 1."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -67,6 +80,9 @@ def parse_seeds(text: str) -> list[int]:
         try:
             if re.fullmatch(r"\d+-\d+", part):
                 lo, hi = (int(x) for x in part.split("-"))
+                check_seed(hi, f"--seeds {text!r}:")  # before the range is built
+                if hi - lo >= MAX_SEEDS:
+                    raise ConfigError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds in a range")
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
@@ -74,6 +90,8 @@ def parse_seeds(text: str) -> list[int]:
             raise ConfigError(f"--seeds {text!r}: expected integers like 0,1,2 or 0-4") from None
     if not seeds or any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds {text!r}: expected non-negative integers like 0,1,2")
+    for seed in seeds:
+        check_seed(seed, f"--seeds {text!r}:")
     return list(dict.fromkeys(seeds))
 
 

@@ -9,7 +9,9 @@ Image level (one score per test image):
   decision here (:func:`image_metrics`); the benchmark's threshold rules (a threshold calibrated
   on held-out normal images, the method's own decision, the test-set oracle) are applied in
   :mod:`bench.protocol`, which stores each rule's values under a prefix (``calibrated_f1``,
-  ``own_f1``, ``oracle_f1``) and the chosen rule's without one (``f1``).
+  ``own_f1``, ``oracle_f1``) and the chosen rule's without one (``f1``). On a test set without
+  anomalous images, precision, recall and F1 are NaN (undefined: there is nothing to find),
+  never 0; accuracy stays defined.
 
 For the bootstrap intervals of :mod:`bench.stats`, :func:`batched_score_metrics` and
 :func:`batched_decision_metrics` compute the same image metrics for a whole batch of resampled
@@ -54,6 +56,9 @@ AUPRO_FPR_LIMIT = 0.3
 
 #: The metrics that need a 0/1 decision, i.e. a threshold (see :mod:`bench.protocol`).
 DECISION_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
+#: Decision metrics about the anomalous class: undefined (NaN, stored as null) on a test set
+#: without anomalous images.
+ANOMALY_METRICS: tuple[str, ...] = ("precision", "recall", "f1")
 #: Prefixes of the decision metrics of each threshold rule (``calibrated_f1``, ``oracle_f1``).
 RULE_PREFIXES: tuple[str, ...] = ("calibrated_", "own_", "oracle_")
 
@@ -118,7 +123,8 @@ def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> np.ndarray:
 
 def decision_metrics(labels: ArrayLike, decisions: ArrayLike) -> dict[str, float]:
     """Accuracy, precision, recall and F1 of 0/1 ``decisions`` (scikit-learn; 0 where a ratio
-    is 0/0, e.g. precision when nothing is flagged)."""
+    is 0/0, e.g. precision when nothing is flagged). Without an anomalous image, precision,
+    recall and F1 measure nothing (there is nothing to find): NaN, stored as null, not 0."""
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
     y = _binary(_numpy(labels, "labels").reshape(-1), "labels")
@@ -126,6 +132,8 @@ def decision_metrics(labels: ArrayLike, decisions: ArrayLike) -> dict[str, float
     if d.shape != y.shape:
         raise ValueError(f"decisions must be {y.shape} like labels, got {d.shape}")
     d = _binary(d, "decisions")
+    if not y.any():
+        return {"accuracy": float(accuracy_score(y, d)), **dict.fromkeys(ANOMALY_METRICS, math.nan)}
     return {
         "accuracy": float(accuracy_score(y, d)),
         "precision": float(precision_score(y, d, zero_division=0)),
@@ -176,12 +184,15 @@ def batched_decision_metrics(labels: np.ndarray, decisions: np.ndarray) -> dict[
     n_pos = np.count_nonzero(y, axis=-1).astype(np.float64)
     n = d.shape[-1]
     flagged = tp + fp
-    return {
+    out = {
         "accuracy": (n - fp - (n_pos - tp)) / n,
         "precision": np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0),
         "recall": np.divide(tp, n_pos, out=np.zeros_like(tp), where=n_pos > 0),
         "f1": _f1_from_counts(tp, fp, n_pos),
     }
+    for name in ANOMALY_METRICS:  # as decision_metrics: undefined without an anomalous image
+        out[name] = np.where(n_pos > 0, out[name], np.nan)
+    return out
 
 
 def _descending_curve(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:

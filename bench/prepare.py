@@ -27,15 +27,15 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from bench import registry
 from bench.datasets import make_dataset, resolve_data_root
-from bench.errors import BenchError, unknown_name
+from bench.errors import BenchError, ConfigError, unknown_name
 from bench.methods import imagenet_lite as lite
 from bench.methods import weights as wts
 
@@ -98,6 +98,43 @@ def weight_files(detector: Any) -> list[wts.WeightFile] | None:
     with tempfile.TemporaryDirectory() as scratch:  # Draem's kwargs make a folder
         kwargs = detector.model_kwargs(Path(scratch))
     return wts.required_weights(class_name, kwargs)
+
+
+class _JobLike(Protocol):
+    method: str
+    params: dict[str, object]
+
+    @property
+    def params_hash(self) -> str: ...
+
+
+def require_weights(jobs: Iterable[_JobLike]) -> None:
+    """Before any job runs: a ConfigError (exit 2, nothing recorded) naming the first pretrained
+    file that a job with ``weights=auto`` would load and that is not in the local caches, where
+    the job would otherwise fail after loading its data. ``weights=pretrained`` may download,
+    so it is left to the job; ``random`` needs no file."""
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        if (job.method, job.params_hash) in seen:
+            continue
+        seen.add((job.method, job.params_hash))
+        params = registry.build_params(job.method, "paper", job.params)
+        if getattr(params, "weights", "auto") != "auto":
+            continue
+        detector = registry.build_detector(job.method, params)
+        missing = [f for f in weight_files(detector) or [] if not f.present]
+        if not missing:
+            continue
+        class_name = getattr(detector, "class_name", None)
+        hint = (
+            f"; or run with random initialisation: --set {job.method}.weights=random"
+            if class_name is None or wts.can_run_random(class_name)
+            else f"; {class_name} cannot run without them"
+        )
+        raise ConfigError(
+            f"{job.method}: pretrained weights not found locally: {missing[0].what} (expected "
+            f"{missing[0].path}); fetch them with bench prepare --methods {job.method}{hint}"
+        )
 
 
 def _source(wf: wts.WeightFile) -> tuple[str, Callable[[], None]] | None:

@@ -1,8 +1,10 @@
 """Where a number came from: package versions, machine, numeric flags, code revision.
 
 Stored next to every result so that two runs that disagree can be told apart by what differed
-(a torch upgrade, TF32 switched on, a dirty checkout) rather than by guesswork. Nothing here
-records the host name or user: result files get shared.
+(a torch upgrade, TF32 switched on, a dirty checkout) rather than by guesswork. The
+environment records no host name or user (result files get shared); only a record's
+``launcher`` block names the host and process that ran the job (:func:`process_info`), as the
+README's "Provenance" promises for every launcher.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ PACKAGES: dict[str, str] = {
     "kornia": "kornia",
     "torchmetrics": "torchmetrics",
 }
+
+
+def process_info() -> dict[str, object]:
+    """Host name and process id of this process: where a job ran."""
+    return {"host": platform.node(), "pid": os.getpid()}
 
 
 def package_versions() -> dict[str, str]:

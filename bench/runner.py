@@ -13,6 +13,7 @@ instead of computing a job twice; a job claimed by the other process is waited f
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import traceback
 import urllib.error
@@ -28,13 +29,13 @@ from bench import __version__, registry
 from bench.config import JobSpec, RunConfig, expand_jobs, resolve_device
 from bench.datasets import make_dataset
 from bench.datasets.base import Dataset
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError
 from bench.interface import ImageSet, Prediction, RunContext
 from bench.protocol import CalibrationSplit, ThresholdProtocol, calibration_split, evaluate
-from bench.provenance import device_name, environment, git_commit
+from bench.provenance import device_name, environment, git_commit, process_info
 from bench.reports.examples import example_maps
 from bench.seeding import seed_everything
-from bench.store import RunStore, _atomic_write_text
+from bench.store import RunStore, _atomic_write_text, open_run_folder
 from bench.timing import PeakMemory, measure_latency, timed
 
 if TYPE_CHECKING:
@@ -200,8 +201,12 @@ def evaluation_fields(
     flags = job_flags(spec, detector)
     if split.n_calibration < split.wanted:  # too few training images for the full hold-out
         flags.append(f"calibration:n={split.n_calibration}")
+    undefined = undefined_metrics(result.metrics, test)
+    if undefined:  # null in the record, "--" in every table, and said so (bench run warns)
+        flags.append(UNDEFINED_FLAG)
     return {
         "metrics": result.metrics,
+        "undefined_metrics": undefined,
         "metrics_ci": result.metrics_ci,
         "per_defect": result.per_defect,
         "threshold": result.thresholds[protocol.rule],
@@ -219,6 +224,40 @@ def evaluation_fields(
         "inference": dict(getattr(detector, "inference_info", {}) or {}),
         "flags": flags,
     }
+
+
+#: Flag of a record with headline metrics that are undefined on its test set (null, not 0).
+UNDEFINED_FLAG = "metrics:undefined"
+#: The metrics every table shows; an undefined one among them is named in the record.
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "ap", "f1_max")
+
+
+def undefined_metrics(metrics: dict[str, float], test: ImageSet) -> dict[str, str]:
+    """Headline metric -> why it is undefined (NaN, stored as null) on this test set."""
+    n_anomalous = int(test.labels.sum())
+    if n_anomalous == 0:
+        why = "no anomalous test image"
+    elif n_anomalous == len(test):
+        why = "no normal test image"
+    else:
+        why = "undefined on this test set"
+    return {
+        name: why
+        for name in HEADLINE_METRICS
+        if name in metrics and (metrics[name] is None or not math.isfinite(metrics[name]))
+    }
+
+
+def undefined_warning(record: dict[str, Any]) -> str | None:
+    """One line about a record's undefined metrics (None when it has none)."""
+    undefined = record.get("undefined_metrics") or {}
+    if not undefined:
+        return None
+    reasons = sorted(set(undefined.values()))
+    return (
+        f"{record.get('method')} on {record.get('dataset')} seed {record.get('seed')}: "
+        f"{', '.join(undefined)} undefined ({'; '.join(reasons)}): stored as null, shown as --"
+    )
 
 
 def write_side_files(
@@ -252,7 +291,8 @@ def run_job(
     ``launcher`` says what ran it (``{"name": "ray", "node": ...}``; default in-process local)."""
     record: dict[str, Any] = {
         **record_head(spec, run_id, device, cfg),
-        "launcher": launcher or {"name": "local"},
+        # Where it ran: in this process unless a launcher says otherwise (README: provenance).
+        "launcher": launcher or {"name": "local", **process_info()},
         **spec.record_extra,
     }
     try:
@@ -353,17 +393,17 @@ def run(
     device, jobs = prepare(cfg, launcher.target_device(cfg) if launcher is not None else None)
     if job_list is not None:
         jobs = job_list
+    if launcher is None or launcher.name == "local":
+        # Knowable now, not after each job has loaded its data (remote nodes have their own
+        # caches: there `bench prepare` is the check).
+        from bench.prepare import require_weights
+
+        require_weights(jobs)
     if run_id is None and name:
-        run_id = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{cfg.config_hash[:8]}"
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip(".-_")[:60] or "run"
+        run_id = f"{label}-{cfg.config_hash[:8]}"
     run_id = run_id or cfg.default_run_id()
-    store = RunStore(Path(results_dir) / run_id)
-    try:
-        store.run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--results-dir {results_dir}: cannot create {store.run_dir} "
-            f"({exc.strerror or exc}); expected a writable folder"
-        ) from None
+    store = open_run_folder(Path(results_dir), run_id)  # a safe name, never a foreign folder
     started = _now()
     # The manifest records the thread count the jobs run with (seed_everything sets it per job).
     torch.set_num_threads(cfg.threads)
@@ -384,8 +424,11 @@ def run(
 
     def merge(previous: dict[str, Any] | None) -> dict[str, Any]:
         # Another process may share this folder: keep its jobs and the first creation time.
+        # Without a usable manifest (none yet, or a damaged one set aside), the job list is
+        # rebuilt from the records on disk and this run's configuration.
         old = previous or {}
-        ids = [*old.get("jobs", []), *(spec.job_id for spec in jobs)]
+        on_disk = [] if previous else [r["job_id"] for r in store.records()]
+        ids = [*old.get("jobs", []), *on_disk, *(spec.job_id for spec in jobs)]
         return {
             **fresh,
             "jobs": list(dict.fromkeys(ids)),
@@ -434,6 +477,7 @@ def run(
             on_job_end(None)
         return True
 
+    interrupted = False
     try:
         if launcher is not None:
             _launch(launcher, jobs, cfg, device, store, run_id, finished, stamps_at_start,
@@ -451,12 +495,19 @@ def run(
                 attempt(i, spec, wait=True)
                 if fail_fast and outcome.failed:
                     break
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (bench.cli turns it into this)
+        interrupted = True
+        raise
     finally:
         # Also on Ctrl-C: what finished is already on disk; keep the derived files in step.
         store.export_csv()
-        # Jobs submitted and not waited for are not finished: `bench status` follows them.
-        end = None if outcome.submitted else _now()
-        store.update_manifest(lambda m: {**(m or fresh), "finished_at": end})
+        # A run stopped by a signal did not finish (`bench status` says "interrupted"); jobs
+        # submitted and not waited for are not finished either: `bench status` follows them.
+        end = None if outcome.submitted or interrupted else _now()
+        stopped = _now() if interrupted else None
+        store.update_manifest(
+            lambda m: {**(m or fresh), "finished_at": end, "interrupted_at": stopped}
+        )
     return outcome
 
 

@@ -10,8 +10,10 @@ A job is
 * ``pending`` otherwise (not started, queued in SLURM, or never launched).
 
 Nothing here writes into the run folder, except that probing a claim lock may create its
-(empty) lock file. For failed jobs it shows the error, the last lines of the traceback and of
-the SLURM log when the job was submitted with ``--launcher slurm``.
+(empty) lock file, and that a damaged record or manifest is moved aside as every reader does
+(:func:`bench.store.read_record_file`). A run stopped by Ctrl-C or SIGTERM is shown as
+interrupted, not finished. For failed jobs it shows the error, the last lines of the traceback
+and of the SLURM log when the job was submitted with ``--launcher slurm``.
 
 >>> from pathlib import Path; import tempfile
 >>> run_status(Path(tempfile.mkdtemp())).counts
@@ -174,8 +176,14 @@ def render(status: RunStatus, verbose: bool = False, lines: int = 10) -> list[An
     total = sum(counts.values())
     launcher = (status.manifest.get("launcher") or {}).get("name", "local")
     finished = status.manifest.get("finished_at")
+    interrupted = status.manifest.get("interrupted_at")
     head = Text(f"{status.run_dir}  ({total} jobs, launcher {launcher}")
-    head.append(f", finished {finished[:19].replace('T', ' ')})" if finished else ")")
+    if finished:
+        head.append(f", finished {finished[:19].replace('T', ' ')})")
+    elif interrupted:  # stopped by Ctrl-C / SIGTERM: rerun the same command to resume
+        head.append(f", interrupted {interrupted[:19].replace('T', ' ')}; rerun to resume)")
+    else:
+        head.append(")")
     out: list[Any] = [head]
     table = Table(show_header=True, title_justify="left")
     for state in STATES:

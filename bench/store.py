@@ -17,15 +17,24 @@ folder (even with the same run id) never lose each other's entries. A per-job lo
 keeps two processes from computing the same job at once; the locks are ``flock`` locks
 (:mod:`filelock`), which the kernel releases when a process dies, even by SIGKILL, so a killed
 run never leaves a stale claim behind.
+
+Reading goes through one validating reader (:func:`read_record_file`,
+:meth:`RunStore.read_manifest`; the schemas are in :mod:`bench.record_schema`): a damaged or
+foreign file is moved aside as ``<name>.damaged-<UTC time>`` with one warning and counts as
+absent, so a rerun recomputes the job (or rebuilds the manifest) and nothing is deleted. Runs
+are written only into folders named by :func:`check_run_id` that are bench run folders or new
+(:func:`open_run_folder`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +45,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from bench.errors import DataError
+from bench.errors import ConfigError, DataError
+from bench.record_schema import is_bench_manifest, manifest_problem, record_problem
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +80,98 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A record or manifest, or None when it is unreadable (then it is recomputed, not fatal)."""
+def _read_json(path: Path) -> Any:
+    """A JSON file that no schema covers (e.g. ``slurm/submissions.json``), or None when it is
+    absent or unreadable (then it is rebuilt, not fatal)."""
+    value, problem = _parse_json(path)
+    if problem is not None:
+        _warn_once(path, f"{problem}; ignoring it")
+    return value
+
+
+def _parse_json(path: Path) -> tuple[Any, str | None]:
+    """``(value, None)``, ``(None, None)`` when absent, ``(None, what is wrong)`` otherwise."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    return _parse_bytes(data)
+
+
+#: Damaged files already reported by this process (those that could not be moved aside).
+_REPORTED: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    key = (str(path), message)
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        log.warning("%s: %s", path, message)
+
+
+def set_aside(path: Path, problem: str, what: str, original: bytes | None = None) -> Path | None:
+    """Move a damaged file out of the way (``<name>.damaged-<UTC time>``, never deleted) and
+    say so once. ``original``: the bytes that were judged; if the file changed since (a writer
+    replaced it atomically), it is left alone. Returns the new path, or None when not moved."""
+    try:
+        if original is not None and path.read_bytes() != original:
+            return None
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = path.with_name(f"{path.name}.damaged-{stamp}")
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None  # another reader moved it first (and said so)
+    except OSError as exc:  # a read-only folder: ignore the file, say so once
+        _warn_once(path, f"{problem}; {what} (cannot move it aside: {exc.strerror or exc})")
+        return None
+    log.warning("%s: %s; moved aside to %s; %s", path, problem, target.name, what)
+    return target
+
+
+def read_record_file(path: Path, job_id: str | None = None) -> dict[str, Any] | None:
+    """The one reader of job records: the record in ``path``, validated against the record
+    schema (:mod:`bench.record_schema`), or None when there is none.
+
+    A damaged or foreign file (unreadable, not JSON, not an object, a field of the wrong type,
+    another job's id) counts as no record: it is moved aside (:func:`set_aside`) with one
+    warning naming the file and the problem, so that resuming recomputes the job.
+    ``job_id``: the job the file must hold (the name of a ``jobs/<job-id>.json``).
+    """
+    path = Path(path)
+    try:
+        raw: bytes | None = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable (%s); ignoring it", path, exc)
-        return None
+    except OSError as exc:
+        raw = None
+        record, problem = None, f"unreadable ({exc.strerror or exc})"
+    else:
+        record, problem = _parse_bytes(raw)
+    if problem is None:
+        problem = record_problem(record, job_id)
+    if problem is None:
+        return record
+    what = "the job counts as not done (a rerun recomputes it)"
+    if raw is not None:
+        set_aside(path, problem, what, raw)
+    else:
+        _warn_once(path, f"{problem}; ignoring it")
+    return None
+
+
+def _parse_bytes(data: bytes) -> tuple[Any, str | None]:
+    try:
+        return json.loads(data.decode("utf-8")), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text (a damaged or foreign file)"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:
+        if not data.strip():
+            return None, "empty file (truncated)"
+        return None, f"not valid JSON ({exc})"
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -124,7 +217,8 @@ class RunStore:
         return self.jobs_dir / f"{job_id}.json"
 
     def read_record(self, job_id: str) -> dict[str, Any] | None:
-        return _read_json(self.record_path(job_id))
+        """The job's validated record, or None (absent, or damaged and moved aside)."""
+        return read_record_file(self.record_path(job_id), job_id)
 
     def is_done(self, job_id: str) -> bool:
         record = self.read_record(job_id)
@@ -151,25 +245,80 @@ class RunStore:
         _atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / "manifest.json"
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.run_dir / "manifest.json", manifest)
+        if self.manifest_state() == "foreign":
+            raise ConfigError(
+                f"{self.manifest_path}: not a bench manifest (it belongs to something else); "
+                "not overwriting it: choose another --run-id or --results-dir"
+            )
+        write_json(self.manifest_path, manifest)
+
+    def _judge_manifest(self, raw: bytes) -> tuple[Any, str | None, bool]:
+        """``(value, problem, foreign)`` of the manifest's bytes. Foreign: a JSON object that
+        is no bench manifest, in a folder without job records (another program's file). With
+        ``jobs/`` beside it, the folder is a run and such a file is a damaged manifest."""
+        value, problem = _parse_bytes(raw)
+        foreign = isinstance(value, dict) and not is_bench_manifest(value)
+        if problem is None and foreign and not self.jobs_dir.is_dir():
+            return value, "not a bench manifest", True
+        return value, problem or manifest_problem(value), False
+
+    def manifest_state(self) -> str:
+        """``absent``, ``ok``, ``damaged`` (a bench manifest that cannot be used) or
+        ``foreign`` (see :meth:`_judge_manifest`); reads only."""
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return "absent"
+        except OSError:
+            return "damaged"
+        _, problem, foreign = self._judge_manifest(raw)
+        return "foreign" if foreign else ("damaged" if problem else "ok")
 
     def read_manifest(self) -> dict[str, Any] | None:
-        return _read_json(self.run_dir / "manifest.json")
+        """The validated manifest, or None. A damaged one is moved aside (one warning; the next
+        ``bench run`` rebuilds it from its configuration and the records); a foreign one is
+        ignored with one warning and left where it is."""
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _warn_once(self.manifest_path, f"unreadable ({exc.strerror or exc}); ignoring it")
+            return None
+        value, problem, foreign = self._judge_manifest(raw)
+        if foreign:
+            _warn_once(self.manifest_path, f"{problem}; ignoring it")
+            return None
+        if problem is None:
+            return value
+        what = "the run's manifest is rebuilt by the next bench run of it"
+        set_aside(self.manifest_path, problem, what, raw)
+        return None
 
     def update_manifest(
         self, update: Callable[[dict[str, Any] | None], dict[str, Any]]
     ) -> dict[str, Any]:
-        """Read-modify-write the manifest under the run lock (another process may share it)."""
+        """Read-modify-write the manifest under the run lock (another process may share it).
+        ``update`` receives None when there is no usable manifest, and rebuilds it."""
         with self.lock():
             manifest = update(self.read_manifest())
             self.write_manifest(manifest)
         return manifest
 
     def records(self) -> list[dict[str, Any]]:
+        """Every valid job record of the run (damaged ones are moved aside, see
+        :func:`read_record_file`)."""
         if not self.jobs_dir.is_dir():
             return []
-        found = (_read_json(p) for p in sorted(self.jobs_dir.glob("*.json")))
+        found = (
+            read_record_file(p, p.name.removesuffix(".json"))
+            for p in sorted(self.jobs_dir.glob("*.json"))
+        )
         return [r for r in found if r is not None]
 
     def frame(self) -> pd.DataFrame:
@@ -226,11 +375,63 @@ def load_results(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such results folder or file")
     if path.is_file():
         if path.suffix == ".csv":
-            return pd.read_csv(path)
+            try:
+                return pd.read_csv(path)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: unreadable records CSV ({exc})") from None
         if path.suffix == ".json":
-            return records_frame([json.loads(path.read_text(encoding="utf-8"))])
+            record, problem = _parse_json(path)
+            problem = problem or record_problem(record)
+            if problem is not None:
+                raise DataError(f"{path}: {problem}; expected a bench job record")
+            return records_frame([record])
         raise DataError(f"{path}: expected a run folder, records.csv or a job .json")
-    job_files = sorted(path.glob("jobs/*.json")) or sorted(path.glob("*/jobs/*.json"))
-    if not job_files:
+    run_dirs = [path] if (path / "jobs").is_dir() else sorted(p.parent for p in path.glob("*/jobs"))
+    records = [r for run_dir in run_dirs for r in RunStore(run_dir).records()]
+    if not records:
         raise DataError(f"{path}: no job records (expected jobs/*.json or */jobs/*.json)")
-    return records_frame([json.loads(p.read_text(encoding="utf-8")) for p in job_files])
+    return records_frame(records)
+
+
+#: A run folder name (``--run-id``): one path component of safe characters.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str, flag: str = "--run-id") -> str:
+    """``run_id`` if it is a safe folder name, else a ConfigError (exit 2) saying why: it is
+    joined to ``--results-dir``, so ``../x`` or ``/x`` would write anywhere."""
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ConfigError(
+            f"{flag} {run_id!r}: expected one folder name of letters, digits, '.', '_' and '-' "
+            "(at most 128, not starting with '.' or '-'), not a path"
+        )
+    return run_id
+
+
+def open_run_folder(results_dir: Path, run_id: str) -> RunStore:
+    """The store of ``results_dir/run_id``, created if absent. Refuses (ConfigError, exit 2)
+    an unsafe ``run_id`` and an existing folder that is not a bench run folder: one with a
+    foreign manifest.json, or with other files and neither a bench manifest nor ``jobs/``."""
+    store = RunStore(Path(results_dir) / check_run_id(run_id))
+    folder = store.run_dir
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder; choose another --run-id")
+    if folder.is_dir():
+        state = store.manifest_state()
+        ours = state == "ok" or (state in ("absent", "damaged") and store.jobs_dir.is_dir())
+        if not ours and (state != "absent" or any(folder.iterdir())):
+            why = "its manifest.json is not a bench manifest" if state == "foreign" else (
+                "it has no bench manifest"
+            )
+            raise ConfigError(
+                f"{folder}: not a bench run folder ({why}); not writing into it: choose "
+                "another --run-id or --results-dir"
+            )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--results-dir {results_dir}: cannot create {folder} "
+            f"({exc.strerror or exc}); expected a writable folder"
+        ) from None
+    return store

@@ -86,5 +86,10 @@ def test_history_and_compare_by_name_from_the_cli(results, capsys, monkeypatch):
     assert bench("compare", "before", "after", *root) == 0
     assert bench("compare", "before", "plain", *root) == 1
     assert bench("compare", "before", "plain", "--allow-missing", *root) == 0
+    (results / "empty").mkdir()
     assert bench("history", str(results / "empty")) == 0
     assert "no runs under" in capsys.readouterr().out
+    # A folder that is not there is bad input (issue #24): one line, exit 2.
+    assert bench("history", str(results / "nonexistent")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "nonexistent: no such folder" in line

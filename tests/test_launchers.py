@@ -139,10 +139,13 @@ def _writer(run_dir: str, worker: int, n: int, go) -> None:
         job_id = f"w{worker}-{i:03d}"
         with store.claim(job_id) as mine:
             assert mine
-            store.write_record({"job_id": job_id, "status": "ok", "payload": "x" * 4000})
+            store.write_record(
+                {"job_id": job_id, "status": "ok", "method": "m", "dataset": "d", "seed": i,
+                 "metrics": {}, "payload": "x" * 4000}
+            )  # fmt: skip
 
         def add(manifest: dict | None, job_id: str = job_id) -> dict:
-            manifest = manifest or {}
+            manifest = manifest or {"run_id": "writers", "config_hash": "h"}
             return {**manifest, "jobs": [*manifest.get("jobs", []), job_id]}
 
         store.update_manifest(add)  # read-modify-write under the run lock

@@ -54,7 +54,14 @@ def test_image_metrics_one_class_is_nan_not_error() -> None:
     m = image_metrics(torch.zeros(4, dtype=torch.long), torch.rand(4), torch.tensor([0, 1, 0, 0]))
     assert math.isnan(m["auroc"]) and math.isnan(m["ap"]) and math.isnan(m["f1_max"])
     assert m["accuracy"] == pytest.approx(0.75)
-    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0  # zero_division=0
+    # Nothing to find: precision, recall and F1 are undefined (NaN -> null), not 0 (issue #24).
+    assert math.isnan(m["precision"]) and math.isnan(m["recall"]) and math.isnan(m["f1"])
+    batched = batched_decision_metrics(np.zeros(4), np.array([[0, 1, 0, 0], [0, 0, 0, 0]]))
+    assert batched["accuracy"].tolist() == [0.75, 1.0]
+    assert all(np.isnan(batched[k]).all() for k in ("precision", "recall", "f1"))
+    # With anomalies, nothing flagged stays sklearn's zero_division=0 (precision 0, recall 0).
+    m = image_metrics(torch.tensor([0, 1, 0, 1]), torch.rand(4), torch.zeros(4, dtype=torch.long))
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0
 
 
 def test_image_metrics_reject_bad_input() -> None:

@@ -435,7 +435,15 @@ def test_ctrl_c_saves_what_finished(sig, tmp_path):
     (run_dir,) = results.iterdir()
     assert [r["seed"] for r in records(results)] == [0]
     assert len(pd.read_csv(run_dir / "records.csv")) == 1
-    assert json.loads((run_dir / "manifest.json").read_text())["finished_at"]
+    # Stopped, not finished (issue #24): the manifest and `bench status` say so.
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["finished_at"] is None and manifest["interrupted_at"]
+    status = subprocess.run(
+        [sys.executable, "-c", DRIVER, "status", str(run_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "interrupted" in status.stdout and "finished" not in status.stdout
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path, capsys, meandiff):
@@ -457,9 +465,14 @@ def test_unreadable_record_is_recomputed_not_fatal(tmp_path, capsys, meandiff):
     assert bench(grid(results, "0"), capsys)[0] == 0
     (path,) = results.glob("*/jobs/*.json")
     path.write_text('{"job_id": "trunc')  # e.g. written by a tool without atomic writes
-    code, out, _ = bench(grid(results, "0"), capsys)
+    code, out, err = bench(grid(results, "0"), capsys)
     assert code == 0 and "skipped" not in out
     assert json.loads(path.read_text())["status"] == "ok"
+    # Said once (issue #24: it was said twice), and kept aside, not deleted.
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert path.name in warning and "not valid JSON" in warning
+    (aside,) = path.parent.glob(f"{path.name}.damaged-*")
+    assert aside.read_text() == '{"job_id": "trunc'
 
 
 def test_claims_exclude_each_other(tmp_path):

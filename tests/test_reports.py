@@ -207,7 +207,8 @@ def test_reference_variant_and_ablation_from_params(tmp_path):
     for seed in (0, 1):
         rec = _rec(f"n{seed}", "m", seed, {"f1": 0.4}, params={"k": 4}, run="r4")
         store4.write_record(rec)
-    store4.write_manifest({"run_id": "r4", "config": {"methods": ["m"], "sets": {}}})
+    manifest = {"run_id": "r4", "config_hash": "h4", "config": {"methods": ["m"], "sets": {}}}
+    store4.write_manifest(manifest)
     (tmp_path / "run" / "jobs" / "m40.json").unlink()  # k=4 now lives in run r4 only
     (tmp_path / "run" / "jobs" / "m41.json").unlink()
     data = load_run(tmp_path)

@@ -11,7 +11,10 @@ from bench.store import RunStore, load_results
 
 
 def _record(job_id: str, status: str = "ok", f1: float = 0.5) -> dict:
-    return {"job_id": job_id, "status": status, "method": "m", "metrics": {"f1": f1}}
+    return {
+        "job_id": job_id, "status": status, "method": "m", "dataset": "d", "seed": 0,
+        "metrics": {"f1": f1},
+    }  # fmt: skip
 
 
 def test_records_round_trip_and_flatten(tmp_path):

@@ -24,7 +24,6 @@ import dataclasses
 import importlib
 import os
 import pickle
-import platform
 import sys
 import traceback
 import warnings
@@ -39,6 +38,7 @@ import torch
 from bench import registry
 from bench.config import JobSpec, RunConfig, resolve_device
 from bench.errors import BenchError, ConfigError
+from bench.provenance import process_info
 from bench.runner import _now, _silent, run_job
 from bench.store import RunStore
 
@@ -188,7 +188,7 @@ def finished_record(store: RunStore, task: JobTask) -> dict[str, Any] | None:
 
 def where() -> dict[str, Any]:
     """Host and process of this worker, plus its scheduler's ids (SLURM job, Ray node)."""
-    info: dict[str, Any] = {"host": platform.node(), "pid": os.getpid()}
+    info: dict[str, Any] = dict(process_info())
     if os.environ.get(WORKER_ENV):
         info["worker"] = int(os.environ[WORKER_ENV])
     if os.environ.get("SUBMITIT_EXECUTOR"):  # inside a submitit job (SLURM or its local twin)

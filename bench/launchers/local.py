@@ -6,13 +6,18 @@ driver) that runs jobs one after another through
 GPUs are visible, worker ``i`` sees only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``), so N
 workers on N GPUs run one job per GPU. A worker that dies (killed, out of memory) breaks the
 pool: the jobs finished so far keep their records and rerunning the same command computes the
-rest.
+rest. Workers die with the driver, even when it is killed with SIGKILL (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -42,8 +47,36 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _init_worker(slots: Any, gpus: list[str]) -> None:
+#: Seconds between two looks of a worker's watchdog at its parent.
+WATCHDOG_PERIOD_S = 0.5
+#: linux/prctl.h: ask the kernel for a signal when the parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this worker when the ``bench run`` that started it dies, even by SIGKILL (which
+    runs no cleanup in the parent): otherwise the workers, re-parented to init, would finish
+    their jobs and then idle for ever. Linux: the kernel's parent-death signal
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); everywhere: a daemon thread that watches the
+    parent pid, which also covers a parent that died before the signal was set up."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the watchdog alone does it
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_PERIOD_S)
+        os._exit(1)  # the job's claim lock dies with the process; a rerun computes the job
+
+    threading.Thread(target=watch, name="bench-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(slots: Any, gpus: list[str], parent_pid: int) -> None:
     # Runs first in each worker, before anything touches CUDA, so the mask takes effect.
+    die_with_parent(parent_pid)
     slot = slots.get()
     os.environ[WORKER_ENV] = str(slot)
     if len(gpus) > 1:
@@ -79,7 +112,7 @@ class WorkerPoolLauncher:
         # Round-robin GPUs only for jobs that use the default CUDA device (not "cuda:1").
         gpus = visible_gpus() if any(t.device == "cuda" for t in tasks) else []
         pool = ProcessPoolExecutor(
-            n, mp_context=ctx, initializer=_init_worker, initargs=(slots, gpus)
+            n, mp_context=ctx, initializer=_init_worker, initargs=(slots, gpus, os.getpid())
         )
         futures: dict[Future[JobResult], JobTask] = {
             pool.submit(execute_job, t.with_launcher(name="local", workers=n)): t for t in tasks

@@ -45,8 +45,11 @@ def slurm_dir(run_dir: Path) -> Path:
 
 def read_submissions(run_dir: Path) -> dict[str, dict[str, Any]]:
     """bench job id -> its latest submission (``slurm_job_id``, ``stdout``, ``stderr``, ...)."""
-    data = _read_json(slurm_dir(run_dir) / "submissions.json") or {}
-    return dict(data.get("jobs", {}))
+    data = _read_json(slurm_dir(run_dir) / "submissions.json")
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, dict):  # absent, or damaged: the submissions are unknown
+        return {}
+    return {k: e for k, e in jobs.items() if isinstance(e, dict)}
 
 
 def _add_submissions(store: RunStore, entries: dict[str, dict[str, Any]]) -> None:

@@ -122,9 +122,12 @@ def speed(
     import os
 
     from bench import registry
-    from bench.config import split_names
+    from bench.config import check_seed, split_names
     from bench.perf.speed import SpeedConfig, parse_batches, run_speed
+    from bench.store import check_run_id
 
+    if run_id is not None:
+        check_run_id(run_id)
     method_list = split_names(methods, "--methods")
     env_root = os.environ.get("BENCH_DATA")
     cfg = SpeedConfig(
@@ -140,7 +143,7 @@ def speed(
         budget_s=budget_s,
         eval_images=eval_images,
         calibration_fraction=calibration_fraction,
-        seed=seed,
+        seed=check_seed(seed),
         peak_tflops=peak_tflops,
         data_root=data_root or (Path(env_root) if env_root else None),
         **({"threads": threads} if threads is not None else {}),

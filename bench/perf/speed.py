@@ -66,7 +66,7 @@ from bench.runner import (
     write_side_files,
 )
 from bench.seeding import seed_everything
-from bench.store import RunStore
+from bench.store import RunStore, open_run_folder
 from bench.timing import PeakMemory, Stopwatch, measure_latency, timed
 
 DEFAULT_RESULTS = Path("results/runs")
@@ -433,14 +433,7 @@ def run_speed(
     for spec in cfg.datasets:
         make_dataset(spec, cfg.data_root)
     run_id = run_id or cfg.default_run_id()
-    store = RunStore(Path(results_dir) / run_id)
-    try:
-        store.run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"--results-dir {results_dir}: cannot create {store.run_dir} "
-            f"({exc.strerror or exc}); expected a writable folder"
-        ) from None
+    store = open_run_folder(Path(results_dir), run_id)  # a safe name, never a foreign folder
     torch.set_num_threads(cfg.threads)
     # A second `bench speed` into the same run folder adds to it (and reuses its trained U-Nets):
     # the jobs, configs and creation time of the earlier ones are kept.

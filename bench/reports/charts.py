@@ -441,5 +441,6 @@ def roc_figure(scores: pd.DataFrame, title: str = "") -> Figure:
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.set_title(title or "Image-level ROC", loc="left")
-        ax.legend(loc="lower right", frameon=False)
+        if ax.get_legend_handles_labels()[0]:  # none when no test set has both classes
+            ax.legend(loc="lower right", frameon=False)
     return fig

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
-from bench.store import load_results
+from bench.store import RunStore, load_results
 
 RANDOM_WEIGHTS_FLAG = "weights:random"
 # ``backbone:<timm name> (ImageNet)``: a pretrained backbone that is not the paper's
@@ -109,9 +109,9 @@ def load_run(path: Path) -> RunData:
     )
     manifests = []
     for run_dir in run_dirs:
-        manifest = run_dir / "manifest.json"
-        if manifest.exists():
-            manifests.append(json.loads(manifest.read_text(encoding="utf-8")))
+        manifest = RunStore(run_dir).read_manifest()  # validated; None when absent or damaged
+        if manifest is not None:
+            manifests.append(manifest)
     frame = _in_run_order(frame, manifests)
     return RunData(path, frame, manifests, [d / "jobs" for d in run_dirs])
 

@@ -318,7 +318,11 @@ def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
     mark_backbones(table, rows)
     if table.has_missing():
         table.notes.append(
-            Note("dash", "not available: the method gives no pixel map, or no own decision.")
+            Note(
+                "dash",
+                "not available (the method gives no pixel map, or no own decision) or undefined "
+                "on the test set (e.g. recall without anomalous test images; null, never 0).",
+            )
         )
     table.notes.extend(_flag_notes(rows))
 
@@ -386,7 +390,7 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
         table.row_markers[ref] = [REFERENCE]
         table.notes.append(Note(REFERENCE, "the setting used in the main table."))
     if table.has_missing():
-        table.notes.append(Note("dash", "not available."))
+        table.notes.append(Note("dash", "not available, or undefined on the test set."))
     if random_init_methods(rows):
         table.notes.append(Note("", "Randomly initialised backbone (no pretrained weights)."))
     backbones = substituted_backbones(rows)
