@@ -152,7 +152,10 @@ def expand_ablation(
         for dataset in cfg.datasets:
             for seed in cfg.seeds:
                 data_root = None if dataset.startswith("synthetic") else root
-                spec = JobSpec(method, values, preset, dataset, seed, device.type, data_root, extra)
+                spec = JobSpec(
+                    method, values, preset, dataset, seed, device.type, data_root, extra,
+                    threshold=cfg.protocol,
+                )  # fmt: skip
                 jobs.setdefault(spec.job_id, spec)  # one-at-a-time repeats the base point
     return Ablation(cfg, list(jobs.values()), grid, base, mode)
 

@@ -28,6 +28,7 @@ from bench import registry
 from bench.config import RunConfig, check_seed, parse_seeds, split_names
 from bench.errors import BenchError, ConfigError
 from bench.perf.command import speed as speed_command
+from bench.protocol import resolve_protocol
 from bench.store import check_run_id
 
 app = typer.Typer(
@@ -73,6 +74,14 @@ SLURM_SETUP_OPTION = typer.Option(
     [], "--slurm-setup", help="slurm: shell line run before each job (repeatable)."
 )
 SLURM_CLUSTER_OPTION = typer.Option("slurm", "--slurm-cluster", hidden=True)
+# The threshold protocol: shared by `bench run` and `bench ablate` (bench/protocol.py).
+PROTOCOL_OPTION = typer.Option(
+    "suite",
+    "--protocol",
+    help="suite (default: calibrated threshold on held-out normals, the fair comparison) | "
+    "paper (all normal training images in training, the method's own decision: what a "
+    "paper's Acc/Prec/Rec/F1 are compared with).",
+)
 WAIT_OPTION = typer.Option(
     True, "--wait/--no-wait", help="slurm: wait for the jobs (--no-wait: submit, return)."
 )
@@ -120,18 +129,19 @@ def run(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per job."),
     timing_repeats: int = typer.Option(5, "--timing-repeats", help="Timed latency repeats."),
-    threshold: str = typer.Option(
-        "calibrated",
+    protocol: str = PROTOCOL_OPTION,
+    threshold: str | None = typer.Option(
+        None,
         "--threshold",
-        help="Rule for accuracy/precision/recall/F1: calibrated (on held-out normal training "
-        "images) | own (the method's decision) | oracle (best F1 on the test set). All three "
-        "are stored in every record.",
+        help="Rule for accuracy/precision/recall/F1: calibrated (default; on held-out normal "
+        "training images) | own (the method's decision) | oracle (best F1 on the test set). "
+        "All three are stored in every record.",
     ),
-    calibration_fraction: float = typer.Option(
-        0.1,
+    calibration_fraction: float | None = typer.Option(
+        None,
         "--calibration-fraction",
         help="Share of the normal training images held out of fit (all methods alike) to "
-        "calibrate the threshold; at least 5 images; 0 = no hold-out.",
+        "calibrate the threshold (default 0.1); at least 5 images; 0 = no hold-out.",
     ),
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
@@ -156,6 +166,7 @@ def run(
     if run_id is not None:  # before the imports and checks of a run: seconds of waiting
         check_run_id(run_id)
     method_list = split_names(methods, "--methods")
+    rule, fraction = resolve_protocol(protocol, threshold, calibration_fraction)
     cfg = RunConfig(
         methods=method_list,
         datasets=split_names(datasets, "--datasets"),
@@ -165,8 +176,8 @@ def run(
         sets=registry.parse_sets(sets, method_list),
         data_root=_data_root(data_root),
         timing_repeats=timing_repeats,
-        threshold=threshold,
-        calibration_fraction=calibration_fraction,
+        threshold=rule,
+        calibration_fraction=fraction,
         target_fpr=target_fpr,
     )
     if threads is not None:
@@ -306,6 +317,7 @@ def ablate(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed job."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per job."),
     timing_repeats: int = typer.Option(5, "--timing-repeats", help="Timed latency repeats."),
+    protocol: str = PROTOCOL_OPTION,
     launcher: str = LAUNCHER_OPTION,
     workers: int = WORKERS_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
@@ -332,6 +344,7 @@ def ablate(
     if run_id is not None:
         check_run_id(run_id)
     axes = parse_grid(grid)
+    rule, fraction = resolve_protocol(protocol, None, None)
     cfg = RunConfig(
         methods=[method],
         datasets=split_names(datasets, "--datasets"),
@@ -341,6 +354,8 @@ def ablate(
         sets=registry.parse_sets(sets, [method]),
         data_root=_data_root(data_root),
         timing_repeats=timing_repeats,
+        threshold=rule,
+        calibration_fraction=fraction,
     )
     if threads is not None:
         if threads < 1:
@@ -576,19 +591,24 @@ def prepare_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """Registered methods (parameters, defaults, presets) and datasets."""
+    """Registered methods (parameters, defaults, presets, where each default comes from) and
+    datasets."""
     from bench.datasets import DATASET_FAMILIES
+    from bench.sources import describe_source
 
     for name, entry in registry.methods().items():
         table = Table(title=f"{name}: {entry.summary}", title_justify="left")
         table.add_column("parameter")
         table.add_column("type")
-        table.add_column("paper (default)")
+        table.add_column("paper preset (default)")
         for preset in entry.presets:
             table.add_column(preset)
+        # paper | official code (file) | paper-unspecified (our choice) | suite (bench.sources)
+        table.add_column("source of the default")
         for field_name, (tp, default) in registry.param_fields(entry.params_cls).items():
             row = [field_name, registry.describe_type(tp), str(default)]
             row += [str(p.get(field_name, "")) for p in entry.presets.values()]
+            row.append(describe_source(entry.params_cls, field_name))
             table.add_row(*row)
         console.print(table)
     table = Table(title="datasets", title_justify="left")

@@ -28,6 +28,20 @@ metric goes a 95% label-stratified bootstrap interval over the test images
 (``record["metrics_ci"]``, :mod:`bench.stats`), and per defect type (normals against that type)
 the recall under each rule and the AUROC (``record["per_defect"]``).
 
+Two named protocols (``--protocol``, stored in every record as ``protocol``):
+
+``suite`` (default)
+    The fair comparison of methods: the calibrated rule on a hold-out, as above (or whatever
+    ``--threshold`` / ``--calibration-fraction`` say).
+``paper``
+    What a paper's Acc/Prec/Rec/F1 are held against (RADAR's: its IsolationForest's own decision,
+    contamination 0.05, with every normal training image in training): no hold-out
+    (``--calibration-fraction 0``) and the ``own`` rule. Methods without a decision of their own
+    then have no unprefixed Acc/Prec/Rec/F1 (AUROC, AP, F1-max and the oracle are still there).
+
+A record is ``paper`` whenever its rule is ``own`` without a hold-out, however the flags said
+so; the name is derived from the settings and never part of a job's identity.
+
 With very few training images the hold-out shrinks to half the training set (a flag
 ``calibration:n=<k>`` marks such records); with ``--calibration-fraction 0`` there is no
 hold-out, every method fits on all training images and only ``own`` and ``oracle`` exist.
@@ -64,6 +78,7 @@ if TYPE_CHECKING:
     from bench.interface import ImageSet, Prediction
 
 RULES: tuple[str, ...] = ("calibrated", "own", "oracle")
+PROTOCOLS: tuple[str, ...] = ("suite", "paper")
 DEFAULT_RULE = "calibrated"
 DEFAULT_CALIBRATION_FRACTION = 0.1
 DEFAULT_TARGET_FPR = 0.05
@@ -98,6 +113,12 @@ class ThresholdProtocol:
                 "--calibration-fraction must be > 0 (or use --threshold own or oracle)"
             )
 
+    @property
+    def name(self) -> str:
+        """``paper`` (the method's own rule, every normal training image in training) or
+        ``suite`` (anything else); see the module docstring."""
+        return "paper" if self.rule == "own" and self.calibration_fraction == 0 else "suite"
+
     def identity(self) -> dict[str, Any]:
         """What a job's identity includes: all three change the numbers of its record."""
         return {
@@ -119,6 +140,28 @@ class CalibrationSplit:
     @property
     def n_calibration(self) -> int:
         return int(self.calibration_index.size)
+
+
+def resolve_protocol(
+    protocol: str, threshold: str | None, calibration_fraction: float | None
+) -> tuple[str, float]:
+    """``--protocol`` with ``--threshold`` / ``--calibration-fraction`` (None: not given) ->
+    the (rule, calibration fraction) of the run; ``paper`` is shorthand for ``own`` and 0, and a
+    flag that contradicts it is an error rather than silently dropped."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if protocol == "paper":
+        if threshold not in (None, "own") or calibration_fraction not in (None, 0):
+            raise ConfigError(
+                "--protocol paper means --threshold own --calibration-fraction 0 (every normal "
+                "training image in training, the method's own decision); drop the other "
+                "--threshold / --calibration-fraction"
+            )
+        return "own", 0.0
+    rule = DEFAULT_RULE if threshold is None else threshold
+    if calibration_fraction is None:
+        return rule, DEFAULT_CALIBRATION_FRACTION
+    return rule, calibration_fraction
 
 
 def names_digest(names: Sequence[str]) -> str:

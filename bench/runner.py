@@ -84,7 +84,9 @@ class JobLike(Protocol):
 def job_flags(spec: JobLike, detector: object) -> list[str]:
     """Marks that every table must show beside the numbers (never silently mixed)."""
     flags = [] if spec.preset == "paper" else [f"preset:{spec.preset}"]
-    if spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
+    if spec.threshold.name == "paper":  # own rule, no hold-out: comparable with the paper
+        flags.append("protocol:paper")
+    elif spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
         flags.append(f"threshold:{spec.threshold.rule}")
     flags.extend(getattr(detector, "flags", []))
     return flags
@@ -147,6 +149,8 @@ def record_head(spec: JobLike, run_id: str, device: torch.device, cfg: Any) -> d
         "git_commit": git_commit(Path.cwd()),
         "started_at": _now(),
         "threshold_rule": spec.threshold.rule,
+        # suite | paper (own rule, no hold-out): which protocol made the numbers (bench.protocol)
+        "protocol": spec.threshold.name,
     }
 
 

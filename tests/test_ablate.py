@@ -201,3 +201,27 @@ def test_cli_ablate_one_at_a_time_prints_a_table_per_parameter(
     code, out, err = bench(["ablate", "--grid", "t=1,nope", "--results-dir", str(tmp_path)], capsys)
     assert code == 2 and err.strip().count("\n") == 0
     assert "--grid t=nope: radar.t='nope': expected an integer" in err
+
+
+def test_window_and_blur_sigma_are_ablated_and_reported(
+    tmp_path: Path, tiny_data: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two values the paper does not report (local window, blur sigma) are grid axes like any
+    other: one training for all their variants, a table per parameter, and bench report's
+    ablation tables."""
+    sets = [a for k, v in TINY_SETS.items() for a in ("--set", f"radar.{k}={v}")]
+    args = "ablate --method radar --grid window=4,8 --grid blur_sigma=0,1.5 --one-at-a-time"
+    args += " --device cpu --preset quick --threads 1 --timing-repeats 1 --run-id wb"
+    code, out, err = bench([*args.split(), "--results-dir", str(tmp_path), *sets], capsys)
+    assert code == 0, err
+    assert "ablation: 4 jobs (one_at_a_time)" in out  # base (8, 1.0), window 4, blur 0 and 1.5
+    assert "radar: window (base 8;" in out and "radar: blur_sigma (base 1.0;" in out
+    records = [json.loads(p.read_text()) for p in (tmp_path / "wb/jobs").glob("*.json")]
+    assert sorted((r["params"]["window"], r["params"]["blur_sigma"]) for r in records) == [
+        (4, 1.0), (8, 0.0), (8, 1.0), (8, 1.5)
+    ]  # fmt: skip
+    assert sum(not r["fit_info"]["unet_from_cache"] for r in records) == 1
+    code, out, err = bench(["report", str(tmp_path / "wb"), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    tables = {p.name for p in (tmp_path / "rep/tables").glob("ablation_radar_*.md")}
+    assert {"ablation_radar_window.md", "ablation_radar_blur_sigma.md"} <= tables

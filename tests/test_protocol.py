@@ -25,6 +25,7 @@ from bench.protocol import (
     calibrated_threshold,
     calibration_split,
     evaluate,
+    resolve_protocol,
 )
 
 NAMES = [f"train/good/{i:03d}.png" for i in range(60)]
@@ -267,3 +268,40 @@ def test_oracle_rule_is_labelled_in_the_table_and_flags(tmp_path, capsys, meandi
     assert rec["metrics"]["f1"] == rec["metrics"]["oracle_f1"]
     assert rec["metrics"]["f1"] == pytest.approx(rec["metrics"]["f1_max"])
     assert not math.isnan(rec["metrics"]["calibrated_f1"])  # still stored beside it
+
+
+def test_protocol_paper_is_own_rule_without_hold_out() -> None:
+    assert resolve_protocol("paper", None, None) == ("own", 0.0)
+    assert resolve_protocol("paper", "own", 0) == ("own", 0.0)
+    assert resolve_protocol("suite", None, None) == ("calibrated", 0.1)
+    assert resolve_protocol("suite", "oracle", 0.2) == ("oracle", 0.2)
+    for threshold, fraction in (("calibrated", None), (None, 0.1), ("oracle", 0)):
+        with pytest.raises(ConfigError, match="--protocol paper means --threshold own"):
+            resolve_protocol("paper", threshold, fraction)
+    with pytest.raises(ConfigError, match="--protocol 'papers'"):
+        resolve_protocol("papers", None, None)
+    assert ThresholdProtocol("own", 0.0).name == "paper"
+    assert ThresholdProtocol().name == ThresholdProtocol("own", 0.1).name == "suite"
+
+
+def test_protocol_paper_trains_on_every_normal_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "make_dataset", lambda spec, root=None: _Data(False))
+    base = ["run", "--methods", "iforest", "--timing-repeats", "1", "--device", "cpu"]
+    records = {}
+    for protocol in ("suite", "paper"):
+        argv = [*base, "--protocol", protocol, "--results-dir", str(tmp_path / protocol)]
+        code, _, err = bench(argv, capsys)
+        assert code == 0, err
+        (path,) = (tmp_path / protocol).glob("*/jobs/*.json")
+        records[protocol] = json.loads(path.read_text())
+    paper, suite = records["paper"], records["suite"]
+    assert paper["protocol"] == "paper" and suite["protocol"] == "suite"
+    assert paper["threshold_rule"] == "own" and "protocol:paper" in paper["flags"]
+    assert paper["n_fit"] == 20 and paper["n_calibration"] == 0  # every normal in training
+    assert suite["n_fit"] == 20 - suite["n_calibration"] and suite["n_calibration"] >= 5
+    assert paper["metrics"]["f1"] == paper["metrics"]["own_f1"]
+    assert math.isnan(paper["metrics"].get("calibrated_f1", math.nan))
+
+    argv = [*base, "--protocol", "paper", "--threshold", "calibrated"]
+    code, _, err = bench([*argv, "--results-dir", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "--protocol paper means --threshold own" in err

@@ -331,7 +331,7 @@ def test_isolation_forest_is_seeded() -> None:
     ("override", "field"),
     [
         ({"patch_size": 101}, "patch_size"),
-        ({"patch_size": 30}, "patch_size"),  # not divisible by 4 for a 3-level U-Net
+        ({"patch_size": 1}, "patch_size"),  # too small to reflect-pad up to a multiple of 4
         ({"t": 1000}, "t"),
         ({"t": -1}, "t"),
         ({"contamination": 0.0}, "contamination"),
@@ -366,8 +366,9 @@ def test_defaults_presets_and_command_line_overrides() -> None:
         "radar", "paper", {"block_out_channels": "16,32,32", "norm_num_groups": "8", "t": "5"}
     )
     assert got.block_out_channels == (16, 32, 32) and got.t == 5
+    assert registry.build_params("radar", "paper", {"patch_size": "14"}).patch_size == 14
     with pytest.raises(ConfigError, match=r"radar\.patch_size"):
-        registry.build_params("radar", "paper", {"patch_size": "14"})
+        registry.build_params("radar", "paper", {"patch_size": "101"})
 
 
 # -- the detector ----------------------------------------------------------------------------

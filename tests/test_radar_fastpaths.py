@@ -189,8 +189,7 @@ def test_cuda_only_precisions_are_config_errors_on_cpu(cache: Path, precision: s
         ({"compile": "fast"}, "compile"),
         ({"inference": "image"}, "inference"),
         ({"full_tile": 12}, "full_tile"),  # smaller than the training patch
-        ({"full_tile": 30}, "full_tile"),  # not divisible by 4 for a 3-level U-Net
-        ({"inference": "full", "image_size": 98}, "image_size"),
+        ({"full_tile": 101}, "full_tile"),  # larger than the image
     ],
 )
 def test_fast_path_parameters_are_validated(changes: dict, field: str) -> None:
@@ -245,7 +244,7 @@ def test_decisions_from_scores_equal_the_scorers_own(cache: Path) -> None:
     for scorer in ("iforest", "gaussian", "raw"):
         radar = fitted(cache, scorer=scorer)
         x = radar._prepare(test.images)
-        features, _ = radar._scorer_inputs(x)
+        features, _ = radar._scorer_inputs(x, test.names)
         pred = radar.predict(test)
         assert torch.equal(pred.decisions, radar.scorer_.decide(features))
 

@@ -201,10 +201,12 @@ def _ctx(cache: Path | None = None, seed: int = 0) -> RunContext:
 def test_inverse_residual_field_is_the_scaled_noise_error() -> None:
     # One patch per image (patch = image, stride = patch): the replayed noise must be the noise
     # predict_noise_map injected, so that the U-Net on x_t gives back exactly its noise map.
-    params = RadarParams(**{**TINY, "patch_size": 16, "infer_stride": 16, "t": 7, "blur_sigma": 0})
+    params = RadarParams(
+        **{**TINY, "patch_size": 16, "infer_stride": 16, "t": 7, "irf_blur_sigma": 0}
+    )
     radar = Radar(params).fit(_set(4, 0), _ctx())
     x = radar._prepare(_set(3, 1).images)
-    noise_map, eps = radar._single_step(x)
+    noise_map, eps = radar._single_step(x, [f"good/{i}.png" for i in range(3)])
     abar = alpha_bar(radar.scheduler_, 7, x)
     x_t = abar.sqrt() * x + (1 - abar).sqrt() * eps
     with torch.inference_mode():
@@ -230,7 +232,7 @@ def test_every_scorer_runs_in_radar_and_shares_one_trained_unet(
     assert radar.fit_info_["unet_key"] in files[0].name
     if scorer == "raw":  # no learned scorer: the score is the global L2 norm of the Sobel map
         again = Radar(RadarParams(**TINY)).fit(train, _ctx(cache))
-        processed = again._scorer_inputs(again._prepare(test.images))[0]
+        processed = again._scorer_inputs(again._prepare(test.images), test.names)[0]
         torch.testing.assert_close(pred.scores, processed[:, 0].double())
 
 

@@ -14,6 +14,14 @@ the closed form with the predicted noise gives the one-step estimate of the clea
 The network and the schedules are diffusers' (``UNet2DModel``, ``DDPMScheduler``); this module only
 fixes the architecture family the suite uses and writes the two formulas once.
 
+Step index convention. Every ``t`` in the suite (RADAR's ``t``, DiffusionAD's ``t_d``/``t_s``,
+ddpm_recon's ``t_start``) is a *diffusers index* into ``0..T-1``: index ``i`` noises with
+``abar = prod_{s<=i} (1 - beta_s)``, so index 0 is the first noising step, the one Ho et al.
+(and most papers) call ``t = 1``, and ``T - 1`` the last. A paper's "t = 1" is therefore
+index 0 if it counts DDPM steps from 1, index 1 if it already counts from 0; RADAR's default
+reads it as index 1, and ``t=0`` (the smallest step there is) is a valid value for the
+ablation.
+
 >>> import torch
 >>> scheduler = make_scheduler(num_train_timesteps=1000)
 >>> x0, eps, t = torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
@@ -72,6 +80,35 @@ def build_unet(
     )
 
 
+def padding_to_multiple(size: int, multiple: int) -> tuple[int, int]:
+    """(before, after) padding that brings ``size`` up to the next multiple of ``multiple``.
+
+    The extra pixels are split as evenly as possible, the odd one after.
+
+    >>> padding_to_multiple(14, 4), padding_to_multiple(28, 4), padding_to_multiple(42, 4)
+    ((1, 1), (0, 0), (1, 1))
+    """
+    total = -size % multiple
+    return total // 2, total - total // 2
+
+
+def padded_unet(unet: UNet2DModel, x: Tensor, t: Tensor, multiple: int = 1) -> Tensor:
+    """``unet(x, t).sample`` for inputs of any size: reflect-pad to a multiple, crop back.
+
+    A U-Net that halves its input ``k`` times needs sides divisible by ``multiple = 2 ** k``.
+    Other sizes (RADAR's 14, 42 px patches) are reflect-padded up to the next multiple and the
+    prediction of the padded border is cropped away, so the output has ``x``'s shape and only
+    the real pixels count. Sizes that already fit go through untouched (bit for bit).
+    """
+    h, w = x.shape[-2:]
+    top, bottom = padding_to_multiple(h, multiple)
+    left, right = padding_to_multiple(w, multiple)
+    if not (top or bottom or left or right):
+        return unet(x, t).sample
+    out = unet(F.pad(x, (left, right, top, bottom), mode="reflect"), t).sample
+    return out[..., top : top + h, left : left + w]
+
+
 def make_scheduler(
     num_train_timesteps: int = 1000, beta_schedule: str = "linear", *, clip_sample: bool = True
 ) -> DDPMScheduler:
@@ -113,17 +150,20 @@ def noise_prediction_loss(
     x0: Tensor,
     generator: torch.Generator,
     max_t: int | None = None,
+    multiple: int = 1,
 ) -> Tensor:
     """The "simple" DDPM loss ``|| eps - eps_theta(x_t, t) ||^2`` with ``t ~ U{0..max_t-1}``.
 
     ``max_t`` defaults to ``T`` (DDPM). ``generator`` must live on ``x0``'s device; every draw
-    comes from it so that a training run is a function of its seed.
+    comes from it so that a training run is a function of its seed. ``multiple``: ``x_t`` goes
+    through :func:`padded_unet` (reflect-padded to that multiple, the prediction cropped back),
+    as test inputs do, so the loss sees only the real pixels.
     """
     n = x0.shape[0]
     high = max_t or scheduler.config.num_train_timesteps
     t = torch.randint(0, high, (n,), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    eps_hat = unet(add_noise(scheduler, x0, eps, t), t).sample
+    eps_hat = padded_unet(unet, add_noise(scheduler, x0, eps, t), t, multiple)
     return F.mse_loss(eps_hat.float(), eps.float())
 
 
@@ -193,12 +233,13 @@ def reverse_sample(
     sampler: DDPMScheduler | DDIMScheduler,
     x_t: Tensor,
     timesteps: list[int],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> Tensor:
     """Denoise ``x_t`` (noised to ``timesteps[0]``) along ``timesteps`` to a clean image.
 
     One U-Net evaluation per timestep. DDPM draws its posterior noise from ``generator``
-    (ancestral sampling); DDIM is deterministic (eta = 0).
+    (ancestral sampling; a list holds one generator per image); DDIM is deterministic
+    (eta = 0).
     """
     if isinstance(sampler, DDIMScheduler):
         # DDIM steps from t to t - T // num_inference_steps: set that stride.

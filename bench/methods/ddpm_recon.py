@@ -70,6 +70,8 @@ from bench.methods.ddpm import (
 )
 from bench.methods.diffusionad import top_k_mean
 from bench.registry import MethodEntry
+from bench.seeding import image_generators, per_image_randn
+from bench.sources import ours, paper, suite
 
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE = 31, 32, 33
 DISTANCES = ("l1", "ssim", "l1_ssim")
@@ -77,36 +79,41 @@ DISTANCES = ("l1", "ssim", "l1_ssim")
 
 @dataclass(frozen=True)
 class DDPMReconParams:
-    """Parameters of the DDPM-reconstruction baseline (defaults: see the module docstring)."""
+    """Parameters of the DDPM-reconstruction baseline; each default says where it comes from
+    (:mod:`bench.sources`, ``bench list``; the module docstring says why)."""
 
     # input
-    image_size: int = 256
-    grayscale: bool = False
+    image_size: int = ours(256, "the DiffusionAD input, so the two baselines see the same")
+    grayscale: bool = ours(False, "RGB, as DiffusionAD")
     # U-Net and noise schedule
-    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    attention: bool = True
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
-    noise: Literal["gaussian", "simplex"] = "gaussian"
+    block_out_channels: tuple[int, ...] = ours((128, 256, 256, 512), "the suite's U-Net")
+    layers_per_block: int = ours(2, "the suite's U-Net")
+    norm_num_groups: int = ours(32, "the suite's U-Net")
+    attention: bool = ours(True, "the suite's U-Net")
+    num_train_timesteps: int = paper(1000, "AnoDDPM: T = 1000")
+    beta_schedule: str = paper("linear", "AnoDDPM: linear betas")
+    noise: Literal["gaussian", "simplex"] = ours(
+        "gaussian", "AnoDDPM's simplex noise needs a package the suite does not carry"
+    )
     # training
-    epochs: int = 3000
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    epochs: int = ours(3000, "the DiffusionAD budget, so the two baselines train alike")
+    batch_size: int = ours(16, "the DiffusionAD budget")
+    lr: float = paper(1e-4, "AnoDDPM: lr 1e-4")
+    weight_decay: float = ours(0.0, "none")
     # reconstruction
-    t_start: int = 250
-    steps: int = 250
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
-    infer_batch: int = 16
+    t_start: int = paper(250, "AnoDDPM: noise to t = 250 of 1000")
+    steps: int = paper(250, "AnoDDPM: every step back from t_start")
+    sampler: Literal["ddpm", "ddim"] = paper("ddpm", "AnoDDPM: ancestral DDPM (ddim: DDAD)")
+    infer_batch: int = suite(16, "images per pass; the scores do not depend on it")
     # anomaly map and score
-    distance: Literal["l1", "ssim", "l1_ssim"] = "l1_ssim"
-    blur_sigma: float = 0.0  # blur input and reconstruction before comparing; 0 = off
-    ssim_window: int = 11
-    map_sigma: float = 4.0  # smoothing of the distance map; 0 = off
-    score: Literal["max", "topk"] = "max"
-    top_k: int = 50
+    distance: Literal["l1", "ssim", "l1_ssim"] = ours(
+        "l1_ssim", "DDAD-style map post-processing: L1 + SSIM"
+    )
+    blur_sigma: float = ours(0.0, "blur input and reconstruction before comparing; 0 = off")
+    ssim_window: int = ours(11, "the usual SSIM window")
+    map_sigma: float = paper(4.0, "DDAD: Gaussian smoothing of the map, sigma 4")
+    score: Literal["max", "topk"] = ours("max", "the map's maximum (DDAD-style)")
+    top_k: int = ours(50, "score=topk: pixels averaged (as DiffusionAD's top 50)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
@@ -292,16 +299,23 @@ class DDPMRecon:
         return self
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, g: torch.Generator) -> Tensor:
-        """[-1, 1] images on the model's device -> reconstructions from ``t_start``."""
-        noise = torch.randn(x.shape, generator=g, device=x.device)
+    def reconstruct(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """[-1, 1] images on the model's device -> reconstructions from ``t_start``.
+
+        ``generators``: one per image (:func:`bench.seeding.image_generators`), for the initial
+        noise and DDPM's posterior noise at every step alike (diffusers draws row ``i`` of a
+        batch from ``generators[i]``), so a reconstruction does not depend on the batch.
+        """
+        noise = per_image_randn(generators, x.shape, x.device)
         x_t = add_noise(self.scheduler_, x, noise, self.timesteps_[0])
-        return reverse_sample(self.unet_, self.sampler_, x_t, self.timesteps_, g).clamp(-1, 1)
+        return reverse_sample(
+            self.unet_, self.sampler_, x_t, self.timesteps_, generators
+        ).clamp(-1, 1)
 
     @torch.no_grad()
-    def _maps(self, x: Tensor, g: torch.Generator) -> Tensor:
+    def _maps(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
         p = self.params
-        recon = self.reconstruct(x, g)
+        recon = self.reconstruct(x, generators)
         d = distance_map(x, recon, p.distance, p.blur_sigma, p.ssim_window)
         return _blur(d, p.map_sigma)[:, 0]
 
@@ -309,13 +323,15 @@ class DDPMRecon:
         if not hasattr(self, "unet_"):
             raise RuntimeError("DDPMRecon.predict called before fit")
         p = self.params
-        # Re-seeded at every call: the maps are a function of the fitted model and the input only.
-        g = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
+        # Per image, from the job's seed and the image's name: a score depends on that image,
+        # the fitted model and nothing else (not the set, its order or the batch size).
+        gens = image_generators(self.noise_seed_, list(test.names), self.device_)
         x = self._prepare(test.images)
+        b = p.infer_batch
         maps = torch.cat(
             [
-                self._maps(x[i : i + p.infer_batch].to(self.device_), g).float().cpu()
-                for i in range(0, len(x), p.infer_batch)
+                self._maps(x[i : i + b].to(self.device_), gens[i : i + b]).float().cpu()
+                for i in range(0, len(x), b)
             ]
         )
         scores = maps.flatten(1).amax(1) if p.score == "max" else top_k_mean(maps, p.top_k)
@@ -338,7 +354,7 @@ class DDPMRecon:
         """GFLOPs of one test image: all ``steps`` U-Net evaluations and the distance map."""
         s = self.params.image_size
         x = torch.zeros(1, self.channels, s, s, device=self.device_)
-        return count_gflops(self._maps, x, torch.Generator(device=self.device_).manual_seed(0))
+        return count_gflops(self._maps, x, image_generators(0, ["flops"], self.device_))
 
 
 def method_entries() -> list[MethodEntry]:

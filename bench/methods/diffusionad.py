@@ -13,10 +13,11 @@ Training (normal images only) plants Perlin-shaped synthetic anomalies in half o
   noise-prediction loss at both steps. For anomalous images the large-step target is the noise
   *with respect to the normal image*, ``eps_n = (x_t - sqrt(abar_t) x_n) / sqrt(1 - abar_t)``, so
   that one-step denoising of a noised anomalous image lands on its normal version
-  (``anomalous_noise_loss=large_step``). No small-step noise loss is put on anomalous images:
+  (``anomalous_noise_loss=large_step``, our variant; the default ``none`` is the official
+  code, see below). No small-step noise loss is put on anomalous images:
   there ``eps_n`` grows like ``1 / sqrt(1 - abar_t)`` (unbounded as ``t -> 0``); the small step is
-  pulled toward normal by the guidance below instead. ``anomalous_noise_loss=none`` is the
-  official code (noise loss on normal images only).
+  pulled toward normal by the guidance below instead. ``anomalous_noise_loss=none`` (the
+  default) is the official code: the noise loss on normal images only.
 * the *segmentation sub-network* (:mod:`bench.methods.segnet`, DRAEM's discriminative U-Net) on
   ``[x, x0_hat]``, trained with ``5 * focal + smooth L1`` against the synthetic masks; its loss
   also reaches the U-Net through ``x0_hat`` (as in the official code).
@@ -100,6 +101,8 @@ from bench.methods.ddpm import (
 from bench.methods.segnet import SEGNET_DIVISOR, build_segnet, segmentation_loss
 from bench.methods.synthetic_anomalies import SOURCES, AnomalySynthesizer
 from bench.registry import MethodEntry
+from bench.seeding import image_generators, per_image_randn
+from bench.sources import official, ours, suite
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_INIT, _SEED_TRAIN, _SEED_SYNTH, _SEED_NOISE = 21, 22, 23, 24
@@ -107,47 +110,62 @@ _SEED_INIT, _SEED_TRAIN, _SEED_SYNTH, _SEED_NOISE = 21, 22, 23, 24
 
 @dataclass(frozen=True)
 class DiffusionADParams:
-    """DiffusionAD's parameters; defaults are the paper's settings (see the module docstring)."""
+    """DiffusionAD's parameters. Each default says where it comes from (:mod:`bench.sources`,
+    ``bench list``): the paper (arXiv:2303.08730), the official code
+    (github.com/HuiZhang0812/DiffusionAD, the file named), or our choice (see the module
+    docstring). ``anomalous_noise_loss=large_step`` is our labelled variant; the default,
+    ``none``, is the official code's."""
 
     # input
-    image_size: int = 256
-    grayscale: bool = False
+    image_size: int = official(256, "args/args1.json: img_size 256 x 256")
+    grayscale: bool = official(False, "args/args1.json: channels 3")
     # reconstruction U-Net and noise schedule
-    block_out_channels: tuple[int, ...] = (128, 256, 256, 512)  # our choice (see docstring)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    attention: bool = True
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
+    block_out_channels: tuple[int, ...] = ours(
+        (128, 256, 256, 512), "the suite's diffusers U-Net in place of the official "
+        "guided-diffusion one (base_channels 128)"
+    )  # fmt: skip
+    layers_per_block: int = ours(2, "the suite's diffusers U-Net")
+    norm_num_groups: int = ours(32, "the suite's diffusers U-Net")
+    attention: bool = ours(
+        True, "attention at the lowest resolution only (official: at 32, 16, 8)"
+    )
+    num_train_timesteps: int = official(1000, "args/args1.json: T")
+    beta_schedule: str = official("linear", "args/args1.json: beta_schedule")
     # segmentation U-Net
-    seg_base_width: int = 64
-    seg_init_prior: float = 0.0  # > 0: output bias starts at this anomaly probability; 0 = official
+    seg_base_width: int = official(64, "models/Seg_subnetwork.py (DRAEM's discriminative net)")
+    # > 0: output bias starts at this anomaly probability; 0 = official
+    seg_init_prior: float = suite(0.0, "0 = the official initialisation; > 0 our short-run aid")
     # training
-    epochs: int = 3000
-    batch_size: int = 16
-    lr: float = 1e-4
-    seg_lr: float = 1e-5
-    seg_lr_cycle: int = 10  # official: CosineAnnealingLR(T_max=10) stepped per batch; 0 = constant
-    seg_warmup_epochs: int = 0  # epochs of U-Net-only training before the seg net trains
-    weight_decay: float = 0.0
-    t_split: int = 300  # small steps 0..t_split-1, large steps t_split..T-1 (official less_t_range)
-    anomalous_noise_loss: Literal["large_step", "none"] = "large_step"
-    focal_weight: float = 5.0
-    focal_gamma: float = 4.0  # official BinaryFocalLoss() default (alpha 0.5, gamma 4)
+    epochs: int = official(3000, "args/args1.json: EPOCHS")
+    batch_size: int = official(16, "args/args1.json: Batch_Size")
+    lr: float = official(1e-4, "args/args1.json: diffusion_lr")
+    seg_lr: float = official(1e-5, "args/args1.json: seg_lr")
+    seg_lr_cycle: int = official(
+        10, "train.py: CosineAnnealingLR(T_max=10) stepped per batch; 0 = constant"
+    )
+    seg_warmup_epochs: int = suite(0, "epochs of U-Net-only training first; 0 = official")
+    weight_decay: float = official(0.0, "args/args1.json: weight_decay")
+    # small steps 0..t_split-1, large steps t_split..T-1
+    t_split: int = official(300, "args/args1.json: less_t_range")
+    anomalous_noise_loss: Literal["large_step", "none"] = official(
+        "none", "train.py: noise loss on normal samples only; large_step is our variant"
+    )
+    focal_weight: float = official(5.0, "train.py: 5 * focal + smooth L1")
+    focal_gamma: float = official(4.0, "BinaryFocalLoss() default (alpha 0.5, gamma 4)")
     # synthetic anomalies
-    anomaly_source: str = "mixed"  # self | textures | mixed | a folder of images (e.g. DTD)
-    anomaly_probability: float = 0.5
-    anomaly_beta_min: float = 0.2
-    anomaly_beta_max: float = 0.8
-    perlin_max_scale: int = 32  # Perlin grid scales 1..32 per axis (official, at 256 px)
-    anomaly_self_strips: int = 8  # official self-augmentation: shuffle 8 x 8 strips; 0 = off
+    anomaly_source: str = ours("mixed", "official: DTD textures, not available here")
+    anomaly_probability: float = official(0.5, "data/dataset_beta_thresh.py: half anomalous")
+    anomaly_beta_min: float = official(0.2, "data/dataset_beta_thresh.py: beta ~ U[0.2, 0.8)")
+    anomaly_beta_max: float = official(0.8, "data/dataset_beta_thresh.py: beta ~ U[0.2, 0.8)")
+    perlin_max_scale: int = official(32, "data/dataset_beta_thresh.py: Perlin scales 1..32")
+    anomaly_self_strips: int = official(8, "data/dataset_beta_thresh.py: 8 x 8 strip shuffle")
     # inference
-    t_d: int = 200  # the small ("normal") step
-    t_s: int = 400  # the large ("noisier") step
-    condition_w: float = 1.0
-    steps: int = 0  # 0 = norm-guided one-step denoising; N > 0 = N-step DDIM reverse from t_s
-    top_k: int = 50
-    infer_batch: int = 16
+    t_d: int = official(200, "args/args1.json: eval_normal_t (the small step)")
+    t_s: int = official(400, "args/args1.json: eval_noisier_t (the large step)")
+    condition_w: float = official(1.0, "args/args1.json: condition_w")
+    steps: int = suite(0, "0 = norm-guided one-step (paper); N > 0: our N-step DDIM variant")
+    top_k: int = official(50, "eval.py: image score = mean of the top 50 mask values")
+    infer_batch: int = suite(16, "images per pass; the scores do not depend on it")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
@@ -466,17 +484,21 @@ class DiffusionAD:
     # -- predict -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, g: torch.Generator) -> Tensor:
-        """[-1, 1] images on the model's device -> their normal reconstructions."""
+    def reconstruct(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """[-1, 1] images on the model's device -> their normal reconstructions.
+
+        ``generators``: one per image (:func:`bench.seeding.image_generators`); each image's
+        noise comes from its own, so its reconstruction does not depend on the batch.
+        """
         p = self.params
         unet, scheduler = self.unet_, self.scheduler_
-        noise_s = torch.randn(x.shape, generator=g, device=x.device)
+        noise_s = per_image_randn(generators, x.shape, x.device)
         x_s = add_noise(scheduler, x, noise_s, p.t_s)
         if p.steps:
             timesteps = reverse_timesteps(p.t_s, p.steps)
             x_s = add_noise(scheduler, x, noise_s, timesteps[0])
             return reverse_sample(unet, self.sampler_, x_s, timesteps).clamp(-1, 1)
-        noise_d = torch.randn(x.shape, generator=g, device=x.device)
+        noise_d = per_image_randn(generators, x.shape, x.device)
         x_d = add_noise(scheduler, x, noise_d, p.t_d)
         t_d = torch.full((x.shape[0],), p.t_d, device=x.device)
         t_s = torch.full((x.shape[0],), p.t_s, device=x.device)
@@ -484,22 +506,24 @@ class DiffusionAD:
         return norm_guided_x0(scheduler, x_d, t_d, eps_d, x_s, t_s, eps_s, p.condition_w)
 
     @torch.no_grad()
-    def _maps(self, x: Tensor, g: torch.Generator) -> Tensor:
-        """[-1, 1] images -> (N, S, S) anomaly probabilities."""
-        recon = self.reconstruct(x, g)
+    def _maps(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """[-1, 1] images and one generator per image -> (N, S, S) anomaly probabilities."""
+        recon = self.reconstruct(x, generators)
         return self.segnet_(torch.cat([x, recon], dim=1)).sigmoid()[:, 0]
 
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "segnet_"):
             raise RuntimeError("DiffusionAD.predict called before fit")
         p = self.params
-        # Re-seeded at every call: the maps are a function of the fitted model and the input only.
-        g = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
+        # Per image, from the job's seed and the image's name: a score depends on that image,
+        # the fitted model and nothing else (not the set, its order or the batch size).
+        gens = image_generators(self.noise_seed_, list(test.names), self.device_)
         x = self._prepare(test.images) * 2 - 1
+        b = p.infer_batch
         maps = torch.cat(
             [
-                self._maps(x[i : i + p.infer_batch].to(self.device_), g).float().cpu()
-                for i in range(0, len(x), p.infer_batch)
+                self._maps(x[i : i + b].to(self.device_), gens[i : i + b]).float().cpu()
+                for i in range(0, len(x), b)
             ]
         )
         scores = top_k_mean(maps, p.top_k)
@@ -542,7 +566,7 @@ class DiffusionAD:
         """GFLOPs of one test image: every U-Net evaluation plus the segmentation net."""
         s = self.params.image_size
         x = torch.zeros(1, self.channels, s, s, device=self.device_)
-        return count_gflops(self._maps, x, torch.Generator(device=self.device_).manual_seed(0))
+        return count_gflops(self._maps, x, image_generators(0, ["flops"], self.device_))
 
 
 def method_entries() -> list[MethodEntry]:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor
 
-from bench.methods.ddpm import add_noise
+from bench.methods.ddpm import add_noise, padded_unet
 from bench.timing import reset_cuda_peak
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,13 @@ def unet_forward(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     cuda_graphs: bool = False,
+    multiple: int = 1,
 ) -> Callable[[Tensor], Tensor]:
     """``batch -> predicted noise`` (float32) of a U-Net at step ``t``, with the fast-path options.
+
+    ``multiple``: inputs whose sides are not a multiple of it are reflect-padded up to one and
+    the prediction cropped back (:func:`~bench.methods.ddpm.padded_unet`), so that a U-Net that
+    halves its input ``k`` times takes patches of any size (``multiple = 2 ** k``).
 
     ``autocast_dtype``: mixed precision (``torch.autocast``; bf16 works on CPU and CUDA, fp16 on
     CUDA). ``channels_last``: the input is handed over in NHWC memory order (the module itself
@@ -211,7 +216,7 @@ def unet_forward(
         with torch.autocast(
             device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
         ):
-            out = unet(batch, steps).sample
+            out = padded_unet(unet, batch, steps, multiple)
         return out.clone().float() if cuda_graphs else out.float()
 
     return forward
@@ -314,7 +319,7 @@ def predict_noise_map(
     patch: int,
     stride: int,
     chunk: int,
-    generator: torch.Generator,
+    noise: torch.Generator | Tensor,
     autocast_dtype: torch.dtype | None = None,
     oom: type[BaseException] | tuple[type[BaseException], ...] = OutOfMemory,
     *,
@@ -322,18 +327,26 @@ def predict_noise_map(
     pad: bool = False,
     group_chunks: int = 1,
     cuda_graphs: bool = False,
+    multiple: int = 1,
 ) -> tuple[Tensor, int]:
     """RADAR's single forward step: noise ``x0`` to step ``t``, predict the noise patch-wise.
 
-    Every image is noised with one draw from ``generator`` (:func:`noise_images`), then
-    :func:`unet_noise_map` predicts the noise of its patches and folds them back into one
-    (N, C, H, W) map per image. The keyword options are the inference fast paths
-    (:func:`unet_forward`, :func:`unet_noise_map`); their defaults are the plain path.
-    Returns the map and the chunk size that fitted in memory.
+    ``noise`` is the injected noise itself (``x0``'s shape; RADAR draws it per image, see
+    :func:`bench.seeding.per_image_randn`) or a generator to draw it from in one go
+    (:func:`noise_images`). :func:`unet_noise_map` then predicts the noise of every patch and
+    folds them back into one (N, C, H, W) map per image. The keyword options are the inference
+    fast paths (:func:`unet_forward`, :func:`unet_noise_map`) and ``multiple`` (patches of any
+    size, :func:`unet_forward`); their defaults are the plain path. Returns the map and the
+    chunk size that fitted in memory.
     """
     if isinstance(unet, torch.nn.Module):
         unet.eval()
-    x_t = noise_images(scheduler, x0, t, generator)
-    forward = unet_forward(unet, t, x0.device, autocast_dtype, channels_last, cuda_graphs)
+    if isinstance(noise, torch.Generator):
+        x_t = noise_images(scheduler, x0, t, noise)
+    else:
+        x_t = add_noise(scheduler, x0, noise.to(device=x0.device, dtype=x0.dtype), t)
+    forward = unet_forward(
+        unet, t, x0.device, autocast_dtype, channels_last, cuda_graphs, multiple=multiple
+    )
     with torch.inference_mode():
         return unet_noise_map(forward, x_t, patch, stride, chunk, oom, pad, group_chunks)

@@ -21,9 +21,11 @@ over many sampling steps, then compare. RADAR skips the reconstruction:
 
 The last stage is a parameter, ``scorer`` (:mod:`bench.methods.scoring`): ``iforest`` (the paper),
 ``gaussian`` (a Gaussian on the same two features), ``raw`` (the global L2 norm itself, the
-ablation floor) or ``irf`` (OSD-IRF, arXiv:2604.18393: a per-pixel Gaussian on the inverse residual
-field ``x0 - x0_hat`` of the same single step; its negative log-density is then the pixel map and
-its maximum or top-k mean the image score, in place of steps 3-4).
+ablation floor) or ``irf`` (OSD-IRF-style, arXiv:2604.18393, in our reading: the summary we work
+from gives no formula, so we read the inverse residual field as ``x0 - x0_hat`` of the same
+single step, blur it by ``irf_blur_sigma`` (our addition) and fit a per-pixel Gaussian on it; its
+negative log-density is then the pixel map and its maximum or top-k mean the image score, in
+place of steps 3-4).
 
 Inference has fast paths, each a parameter whose default is the plain path (see
 :class:`Radar`): mixed precision, channels_last, automatic batch size, ``torch.compile`` /
@@ -34,9 +36,21 @@ Trained U-Nets are cached in ``RunContext.cache_dir`` under a hash of what train
 (:data:`TRAINING_FIELDS`, the training images, the seed and the device type), so that jobs that
 differ only in ``t``, the scorer or other inference settings train once (``bench ablate``).
 
-The defaults of :class:`RadarParams` are the paper's settings; where the paper gives no number
-(the batch size and the number of optimisation steps) the defaults are our choice of a
-GPU-scale run, 10,000 steps of 512 patches. The ``quick`` preset is a CPU-sized run.
+The defaults of :class:`RadarParams` (the ``paper`` preset) are the paper's settings where it
+gives them (100 px gray images, 28 px patches at stride 1, ``t = 1``, the two features, an
+IsolationForest with contamination 0.05); what it leaves open (the U-Net architecture, the
+noise schedule, the optimiser, the blur sigma, the local window, the training length: 10,000
+steps of 512 patches) is our choice, and each field says which (``bench list``,
+:mod:`bench.sources`). The ``quick`` preset is a CPU-sized run.
+
+Any patch size works: a patch the U-Net cannot halve evenly (14 or 42 px for 3 levels) is
+reflect-padded up to the next multiple of ``2 ** (levels - 1)`` and the predicted noise of the
+padding cropped away (:func:`bench.methods.ddpm.padded_unet`), in training and at test time
+alike; records say so (``inference.unet_input``, ``inference.patch_padding``).
+
+Inference noise is drawn per image, from a generator on the device seeded by the job's seed and
+the image's name (:mod:`bench.seeding`): an image's score depends on that image only, not on the
+set, its order or the batch it is predicted in.
 
 >>> from pathlib import Path
 >>> import torch
@@ -80,6 +94,7 @@ from bench.methods.ddpm import (
     build_unet,
     make_scheduler,
     noise_prediction_loss,
+    padding_to_multiple,
     unet_train_gflops,
     x0_from_eps,
 )
@@ -99,6 +114,8 @@ from bench.methods.scoring import (
     Scorer,
 )
 from bench.registry import MethodEntry
+from bench.seeding import image_generators, per_image_randn
+from bench.sources import ours, paper, suite
 from bench.timing import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -147,52 +164,82 @@ TRAINING_FIELDS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RadarParams:
-    """RADAR's parameters; the defaults are the paper's settings (see the module docstring)."""
+    """RADAR's parameters. Each default says where it comes from (:mod:`bench.sources`, shown
+    by ``bench list``): the paper gives the input size, the patch size and stride, the step
+    ``t``, the two features and the IsolationForest with contamination 0.05; it leaves the U-Net
+    architecture, the noise schedule, the optimiser, the blur, the local window and the amount of
+    training open, and those values are ours.
+
+    The step ``t`` is a diffusers index (:mod:`bench.methods.ddpm`): index 0 is the first
+    noising step (DDPM's ``t = 1``), so the default ``t=1`` reads the paper's "t = 1" as an
+    index and ``t=0`` is the smallest step there is (the other reading; ``bench ablate --grid
+    t=0,1,...`` has both).
+    """
 
     # input
-    image_size: int = 100  # images are grayscale, resized to image_size x image_size
-    patch_size: int = 28
+    image_size: int = paper(100, "experimental setup: images resized to 100 x 100, grayscale")
+    patch_size: int = paper(28, "experimental setup: 28 x 28 patches")
     # U-Net and noise schedule
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    attention: bool = True
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
+    block_out_channels: tuple[int, ...] = ours((32, 64, 64), "U-Net architecture not reported")
+    layers_per_block: int = ours(2, "U-Net architecture not reported (diffusers default)")
+    norm_num_groups: int = ours(32, "U-Net architecture not reported (diffusers default)")
+    attention: bool = ours(
+        True, "the paper names an attention U-Net; where the attention sits is ours (lowest "
+        "resolution)"
+    )  # fmt: skip
+    num_train_timesteps: int = ours(1000, "schedule not reported: DDPM's T (Ho et al. 2020)")
+    beta_schedule: str = ours("linear", "schedule not reported: DDPM's linear 1e-4..0.02")
     # training
-    train_stride: int = 1
-    train_max_t: int = 0  # training steps drawn from 0..train_max_t-1; 0 = all T (the paper)
-    train_steps: int = 10_000  # our choice: the paper does not state its step count
-    batch_size: int = 512  # our choice: the paper does not state its batch size
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, on CUDA only
+    train_stride: int = paper(1, "experimental setup: overlapping patches at stride 1")
+    train_max_t: int = ours(0, "training steps drawn from 0..train_max_t-1; 0 = all T (DDPM)")
+    train_steps: int = ours(10_000, "training length not reported: a GPU-scale run")
+    batch_size: int = ours(512, "batch size not reported")
+    lr: float = ours(1e-4, "optimiser not reported: AdamW at the usual DDPM rate")
+    weight_decay: float = ours(0.0, "optimiser not reported")
+    precision: Literal["fp32", "bf16"] = suite("fp32", "bf16 autocast, on CUDA only")
     # inference
-    t: int = 1
-    infer_stride: int = 1
+    t: int = paper(1, "t = 1 (a diffusers index: 0 is the first noising step, see above)")
+    infer_stride: int = paper(1, "experimental setup: stride 1 at test time too")
     # Patches per forward pass (full mode: as many tiles/images as hold the same number of
     # pixels); halved on a CUDA out-of-memory. 0 = automatic: what fits the GPU, a fixed CPU size.
-    infer_batch: int = 1024
+    infer_batch: int = suite(1024, "patches per U-Net pass; the scores do not depend on it")
     # Inference fast paths (the defaults are the plain path; see the class docstring).
-    infer_precision: Literal["train", "fp32", "tf32", "bf16", "fp16"] = "train"
-    channels_last: bool = False
-    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
-    inference: Literal["patches", "full"] = "patches"  # full: the U-Net on the whole image
-    full_tile: int = 0  # full mode: 0 = one pass per image, else tiles of this size, half overlap
+    infer_precision: Literal["train", "fp32", "tf32", "bf16", "fp16"] = suite(
+        "train", "fast path: autocast precision"
+    )
+    channels_last: bool = suite(False, "fast path")
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = suite(
+        "none", "fast path: torch.compile"
+    )
+    inference: Literal["patches", "full"] = suite(
+        "patches", "full: our fast path, the U-Net on the whole image"
+    )
+    full_tile: int = suite(0, "full mode: 0 = one pass per image, else tiles, half overlap")
     # features and scorer
-    blur_sigma: float = 1.0  # 0 disables the blur (of the noise map, or of the IRF for irf)
-    window: int = 8
-    scorer: Literal["iforest", "gaussian", "irf", "raw"] = "iforest"
-    contamination: float = 0.05  # iforest: share of normal training images flagged
-    n_estimators: int = 100  # iforest
-    quantile: float = 0.95  # gaussian, irf, raw: threshold = this quantile of training scores
-    gaussian_covariance: Literal["full", "diagonal", "ledoitwolf"] = "full"
-    irf_features: Literal["pixel", "patch"] = "pixel"  # per-position Gaussian, or pooled patches
-    irf_patch: int = 3  # irf_features=patch: neighbourhood size
-    irf_covariance: Literal["diagonal", "ledoitwolf"] = "diagonal"  # ledoitwolf: patch only
-    irf_reduce: Literal["max", "topk"] = "max"  # image score from the IRF pixel map
-    irf_topk: int = 10  # irf_reduce=topk: number of pixels averaged
-    scorer_images: int = 0  # training images the scorer is fitted on; 0 = all of them
+    blur_sigma: float = ours(1.0, "the paper blurs the noise map; sigma not reported; 0 = off")
+    window: int = ours(8, "the paper takes a max local L2 norm; window size not reported")
+    scorer: Literal["iforest", "gaussian", "irf", "raw"] = paper(
+        "iforest", "IsolationForest on the two features; the others are our variants"
+    )
+    contamination: float = paper(0.05, "IsolationForest contamination 0.05")
+    n_estimators: int = ours(100, "not reported: scikit-learn's default")
+    quantile: float = suite(0.95, "gaussian, irf, raw: own threshold = this training quantile")
+    gaussian_covariance: Literal["full", "diagonal", "ledoitwolf"] = suite(
+        "full", "scorer=gaussian (our variant)"
+    )
+    irf_features: Literal["pixel", "patch"] = suite(
+        "pixel", "scorer=irf, our reading of OSD-IRF: per-position Gaussian, or pooled patches"
+    )
+    irf_patch: int = suite(3, "scorer=irf, irf_features=patch: neighbourhood size")
+    irf_covariance: Literal["diagonal", "ledoitwolf"] = suite(
+        "diagonal", "scorer=irf (ledoitwolf: irf_features=patch only)"
+    )
+    irf_reduce: Literal["max", "topk"] = suite("max", "scorer=irf: image score from the map")
+    irf_topk: int = suite(10, "scorer=irf, irf_reduce=topk: pixels averaged")
+    irf_blur_sigma: float = suite(
+        1.0, "scorer=irf: Gaussian blur of the field x0 - x0_hat, our addition; 0 = off"
+    )
+    scorer_images: int = suite(0, "training images the scorer is fitted on; 0 = all of them")
 
     def __post_init__(self) -> None:
         # The registry passes lists for tuple fields given as Python values.
@@ -208,10 +255,12 @@ class RadarParams:
         levels = len(self.block_out_channels)
         check(levels >= 1, "block_out_channels", "a non-empty tuple of channel counts")
         factor = 2 ** (levels - 1)
+        # Any size: a patch the U-Net cannot halve evenly is reflect-padded up to a multiple of
+        # `factor` (Radar.unet_multiple); reflection needs the padding smaller than the patch.
         check(
-            self.patch_size % factor == 0,
+            padding_to_multiple(self.patch_size, factor)[1] < self.patch_size,
             "patch_size",
-            f"divisible by {factor} (the U-Net halves it {levels - 1} times)",
+            f"large enough to reflect-pad up to a multiple of {factor}",
         )
         check(self.norm_num_groups >= 1, "norm_num_groups", ">= 1")
         check(
@@ -247,26 +296,20 @@ class RadarParams:
         check(self.infer_precision in PRECISIONS, "infer_precision", f"one of {PRECISIONS}")
         check(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
         check(self.inference in ("patches", "full"), "inference", "patches or full")
-        if self.full_tile:
+        if self.full_tile:  # any size: reflect-padded like the patches
             check(
-                self.patch_size <= self.full_tile <= s and self.full_tile % factor == 0,
+                self.patch_size <= self.full_tile <= s,
                 "full_tile",
-                f"0 (whole image) or a multiple of {factor} between patch_size "
-                f"({self.patch_size}) and image_size ({s})",
+                f"0 (whole image) or between patch_size ({self.patch_size}) and image_size ({s})",
             )
-        elif self.inference == "full":
+        for blur_field in ("blur_sigma", "irf_blur_sigma"):
+            sigma = getattr(self, blur_field)
+            check(sigma >= 0, blur_field, ">= 0")
             check(
-                s % factor == 0,
-                "image_size",
-                f"divisible by {factor} for inference=full (the U-Net halves it "
-                f"{levels - 1} times), or set radar.full_tile",
+                blur_kernel_size(sigma) // 2 < s,
+                blur_field,
+                f"small enough for a {s}-pixel image (3 sigma < image_size)",
             )
-        check(self.blur_sigma >= 0, "blur_sigma", ">= 0")
-        check(
-            blur_kernel_size(self.blur_sigma) // 2 < s,
-            "blur_sigma",
-            f"small enough for a {s}-pixel image (3 sigma < image_size)",
-        )
         check(1 <= self.window <= s, "window", f"between 1 and image_size ({s})")
         check(self.scorer in SCORERS, "scorer", f"one of {', '.join(SCORERS)}")
         check(0 < self.contamination <= 0.5, "contamination", "in (0, 0.5]")
@@ -377,6 +420,17 @@ class Radar:
                 "(use bf16 or fp32 there)"
             )
 
+    @property
+    def unet_multiple(self) -> int:
+        """The U-Net halves its input ``levels - 1`` times: its input sides must be multiples
+        of this; other patch (tile, image) sizes are reflect-padded up to one, the predicted
+        noise cropped back (:func:`~bench.methods.ddpm.padded_unet`), in training and test."""
+        return 2 ** (len(self.params.block_out_channels) - 1)
+
+    def unet_input_size(self, size: int) -> int:
+        """The side of what the U-Net sees for a ``size``-pixel patch (tile, image)."""
+        return size + sum(padding_to_multiple(size, self.unet_multiple))
+
     def inference_geometry(self) -> tuple[int, int]:
         """(patch, stride) of inference: RADAR's patches, or whole images / half-overlapping
         tiles in full mode (a patch as large as the image is one pass over it)."""
@@ -397,7 +451,12 @@ class Radar:
             return max(1, patches * p.patch_size**2 // patch**2)
         item = torch.randn(1, 1, patch, patch, device=device)
         forward = unet_forward(
-            self.unet_, self.params.t, device, self._infer_autocast(device), p.channels_last
+            self.unet_,
+            self.params.t,
+            device,
+            self._infer_autocast(device),
+            p.channels_last,
+            multiple=self.unet_multiple,
         )
         with self._matmul_precision(device):
             return chunk_for_memory(forward, item, device)
@@ -430,13 +489,21 @@ class Radar:
             self.infer_unet_ = torch.compile(self.unet_, mode=mode)
         self.infer_batch_ = self._resolve_infer_batch(device)
 
-    def _single_step(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Prepared images on the model's device -> (predicted noise, injected noise) maps."""
+    def injected_noise(self, x: Tensor, names: list[str]) -> Tensor:
+        """The noise that takes prepared images to step ``t``: each image's own draw, from a
+        generator on the device seeded by the job's seed and the image's name
+        (:func:`bench.seeding.image_seed`). An image's noise, and so its score, does not depend
+        on the other images of the set, their order or the batch size."""
+        generators = image_generators(self.noise_seed_, names, self.device_)
+        return per_image_randn(generators, x.shape, x.device, x.dtype)
+
+    def _single_step(self, x: Tensor, names: list[str]) -> tuple[Tensor, Tensor]:
+        """Prepared images on the model's device and their names -> (predicted noise, injected
+        noise) maps."""
         p = self.params
         patch, stride = self.inference_geometry()
         cuda_graphs = p.compile in _CUDA_GRAPH_MODES and self.device_.type == "cuda"
-        # Re-seeded at every call: the maps are a function of the fitted model and the input only.
-        generator = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
+        eps = self.injected_noise(x, names)
         with self._matmul_precision(self.device_):
             noise_map, self.infer_batch_ = predict_noise_map(
                 self.infer_unet_,
@@ -446,21 +513,21 @@ class Radar:
                 patch,
                 stride,
                 self.infer_batch_,
-                generator,
+                eps,
                 self._infer_autocast(self.device_),
                 channels_last=p.channels_last,
                 # CUDA graphs: one shape for every pass; automatic batch: fewer ragged passes.
                 pad=cuda_graphs,
                 group_chunks=1 if p.infer_batch else 4,
                 cuda_graphs=cuda_graphs,
+                multiple=self.unet_multiple,
             )
-        # predict_noise_map noises the images with its generator's first draw: replay that draw.
-        replay = torch.Generator(device=self.device_).manual_seed(self.noise_seed_)
-        eps = torch.randn(x.shape, generator=replay, device=replay.device, dtype=x.dtype)
-        return noise_map, eps.to(x.device)
+        return noise_map, eps
 
     def inverse_residual_field(self, x: Tensor, noise_map: Tensor, eps: Tensor) -> Tensor:
-        """OSD-IRF's field ``x0 - x0_hat`` of prepared images, blurred by ``blur_sigma``.
+        """Our reading of OSD-IRF's field: ``x0 - x0_hat`` of prepared images, blurred by
+        ``irf_blur_sigma`` (the blur is our addition; the summary we work from gives no
+        formula, see :class:`~bench.methods.scoring.IrfScorer`).
 
         ``x0_hat`` is the one-step clean estimate from ``x_t`` and the predicted noise, which
         makes the field ``sqrt((1 - abar_t) / abar_t) (eps_hat - eps)``.
@@ -468,15 +535,16 @@ class Radar:
         t = self.params.t
         x_t = add_noise(self.scheduler_, x.float(), eps.float(), t)
         field = x.float() - x0_from_eps(self.scheduler_, x_t, noise_map.float(), t)
-        return blur(field, self.params.blur_sigma)
+        return blur(field, self.params.irf_blur_sigma)
 
-    def _scorer_inputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Prepared images -> (what the scorer takes, (N, 1, S, S) pixel anomaly maps).
+    def _scorer_inputs(self, x: Tensor, names: list[str]) -> tuple[Tensor, Tensor]:
+        """Prepared images and their names -> (what the scorer takes, (N, 1, S, S) pixel
+        anomaly maps).
 
         ``irf``: the inverse residual fields, and the maps come from the fitted scorer (the
         caller); every other scorer: the two image features of the Sobel map, and that map.
         """
-        noise_map, eps = self._single_step(x)
+        noise_map, eps = self._single_step(x, names)
         if self.params.scorer == "irf":
             field = self.inverse_residual_field(x, noise_map, eps).cpu()
             return field, field
@@ -586,10 +654,12 @@ class Radar:
 
         ctx.progress("radar: scorer on the training images", train_share)
         start = time.perf_counter()
+        names = list(train.names)
         if n_scorer < len(train):
             pick = torch.randperm(len(train), generator=ctx.generator(_SEED_SUBSET))[:n_scorer]
-            x = x[pick.sort().values.to(dev)]
-        inputs, _ = self._scorer_inputs(x)
+            pick = pick.sort().values
+            x, names = x[pick.to(dev)], [names[i] for i in pick.tolist()]
+        inputs, _ = self._scorer_inputs(x, names)
         self.scorer_ = self._make_scorer(ctx.seed).fit(inputs)
         ctx.progress("radar: fitted", 1.0)
 
@@ -614,6 +684,8 @@ class Radar:
             "precision": "bf16" if self._autocast_dtype(dev) else "fp32",
             "infer_precision": self.inference_precision(dev),
             "infer_batch": self.infer_batch_,
+            # What the U-Net sees in training: patch_size, reflect-padded to unet_multiple.
+            "train_unet_input": self.unet_input_size(p.patch_size),
             # Training throughput and the loss curve ("time to convergence"; see _train).
             **{k: trained[k] for k in _CURVE_FIELDS if k in trained},
         }
@@ -662,7 +734,9 @@ class Radar:
         for step in range(1, p.train_steps + 1):
             patches = sample_patches(x, p.patch_size, ys, ys, p.batch_size, generator)
             with torch.autocast(dev.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-                loss = noise_prediction_loss(unet, scheduler, patches, generator, p.train_max_t)
+                loss = noise_prediction_loss(
+                    unet, scheduler, patches, generator, p.train_max_t, self.unet_multiple
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -702,6 +776,10 @@ class Radar:
             "patches_per_image": n,  # full mode: tiles per image (1 = the whole image)
             "patch_size": patch,
             "stride": stride,
+            # The U-Net's input side: patch_size reflect-padded up to a multiple it can halve
+            # (the predicted noise of the padding is cropped away), as in training.
+            "unet_input": self.unet_input_size(patch),
+            "patch_padding": "reflect" if self.unet_input_size(patch) != patch else "none",
             "t": p.t,
             "precision": p.infer_precision if device is None else self.inference_precision(device),
             "channels_last": p.channels_last,
@@ -722,14 +800,16 @@ class Radar:
         if unet is None:
             with torch.random.fork_rng(devices=[]):
                 unet = self._build_unet()
-        x = torch.zeros(1, 1, patch, patch, device=device)
+        side = self.unet_input_size(patch)  # the padded input the U-Net really computes on
+        x = torch.zeros(1, 1, side, side, device=device)
         per_pass = count_gflops(unet, x, torch.tensor([p.t], device=device))
         return per_pass * len(patch_starts(p.image_size, patch, stride)) ** 2
 
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "scorer_"):
             raise RuntimeError("Radar.predict called before fit")
-        inputs, processed = self._scorer_inputs(self._prepare(test.images.to(self.device_)))
+        x = self._prepare(test.images.to(self.device_))
+        inputs, processed = self._scorer_inputs(x, list(test.names))
         if isinstance(self.scorer_, IrfScorer):
             processed = self.scorer_.pixel_map(inputs)
             scores = self.scorer_.reduce_map(processed)
@@ -749,7 +829,8 @@ def method_entries() -> list[MethodEntry]:
             params_cls=RadarParams,
             build=Radar,
             summary="RADAR: single-step DDPM noise prediction on patches, "
-            "blur/Sobel features, IsolationForest (or Gaussian, OSD-IRF, raw: radar.scorer)",
+            "blur/Sobel features, IsolationForest (or radar.scorer= gaussian, raw, or irf: "
+            "OSD-IRF-style, our reading: IRF read as x0 - x0_hat, per-pixel Gaussian)",
             presets=PRESETS,
         )
     ]

@@ -227,7 +227,12 @@ def neighbourhood_features(field: Tensor, size: int) -> Tensor:
 
 
 class IrfScorer:
-    """OSD-IRF scoring (arXiv:2604.18393): a Gaussian on the inverse residual fields of normals.
+    """OSD-IRF-style scoring (arXiv:2604.18393), our reading: a Gaussian on the inverse residual
+    fields of normals.
+
+    The summary of OSD-IRF we work from gives no formula: reading the IRF as ``x0 - x0_hat`` of
+    one diffusion step, the per-pixel Gaussian on it, and the blur of the field (RADAR's
+    ``irf_blur_sigma``, applied by the method before this scorer) are ours.
 
     The inverse residual field (IRF) of an image ``x0`` is computed by the method from a single
     diffusion step at ``t`` (:func:`bench.methods.ddpm.x0_from_eps`):

@@ -102,7 +102,7 @@ else
             --set fastflow.weights=random --set draem.max_epochs=${DRAEM_EPOCHS:-30}
             --set fastflow.max_epochs=30)
     # One parameter at a time around the paper configuration, on magnetic_tile, seed 0.
-    ABLATION=(--grid patch_size=14,28,42 --grid t=1,5,10,50 --grid scorer=iforest,gaussian,irf)
+    ABLATION=(--grid patch_size=14,28,42 --grid t=0,1,5,10,50 --grid scorer=iforest,gaussian,irf)
     PROBE=(--methods radar,diffusionad,ddpm_recon,draem --set draem.max_epochs=1)
 fi
 
