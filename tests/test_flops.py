@@ -73,7 +73,7 @@ def test_radar_records_its_training_compute():
     radar = Radar(RadarParams(**RADAR_TINY)).fit(_images(6, 32), _ctx())
     info, p = radar.fit_info_, radar.params
     assert info["train_gflops_per_sample"] == pytest.approx(
-        unet_train_gflops(radar.unet_, 1, p.patch_size), rel=1e-4
+        unet_train_gflops(radar.unet_, 1, radar.unet_input_size(p.patch_size)), rel=1e-4
     )
     assert info["train_gflops"] == pytest.approx(
         info["train_gflops_per_sample"] * p.train_steps * p.batch_size, rel=1e-4

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import ConfigError
-from bench.methods.radar import RadarParams
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,32 +33,12 @@ plan = load_plan()
 CHUNKS = {c.name: c for c in plan.all_chunks()}
 
 
-def _patch_sizes(step) -> list[int]:
-    args = list(step.argv)
-    grids = [args[i + 1] for i, a in enumerate(args) if a == "--grid"]
-    return [int(v) for g in grids if g.startswith("patch_size=") for v in g[11:].split(",")]
-
-
-def _pending_issue19(step) -> bool:
-    """Patch sizes the 3-level U-Net rejects today; issue #19 (padding) makes them valid."""
-    for size in _patch_sizes(step):
-        try:
-            RadarParams(patch_size=size)
-        except ConfigError:
-            return True
-    return False
-
-
 @pytest.mark.parametrize("name", list(CHUNKS))
 def test_every_chunk_validates_for_cuda_without_training(name: str) -> None:
     for step in CHUNKS[name].steps:
         if step.module == "pytest":
             assert step.argv[step.argv.index("-m") + 1] == "cuda"
             continue
-        if _pending_issue19(step):
-            with pytest.raises(ConfigError, match="patch_size"):  # the known failure, nothing else
-                plan.expected(step)
-            pytest.xfail("patch sizes 14 and 42 wait for issue #19's padding (valid after it)")
         made = plan.expected(step)
         assert made and len(made) == len(set(made))
         assert step.estimate_s > 0
@@ -80,7 +57,7 @@ def test_every_smoke_keeps_the_grid_values_and_flags_and_validates(name: str) ->
         real_sets = [real[i + 1] for i, a in enumerate(real) if a == "--set"]
         smoke_sets = [smoke[i + 1] for i, a in enumerate(smoke) if a == "--set"]
         assert smoke_sets[: len(real_sets)] == real_sets
-        if step.module == "pytest" or _pending_issue19(step):
+        if step.module == "pytest":
             continue
         cpu = plan.Step(step.name, step.module, tuple(smoke), step.estimate_s)
         assert plan.expected(cpu)

@@ -664,7 +664,8 @@ class Radar:
         ctx.progress("radar: fitted", 1.0)
 
         self.train_loss_ = loss
-        per_patch = unet_train_gflops(self.unet_, 1, p.patch_size)
+        # The U-Net computes on the padded patch (patch sizes it cannot halve are reflect-padded).
+        per_patch = unet_train_gflops(self.unet_, 1, self.unet_input_size(p.patch_size))
         self.fit_info_ = {
             "steps": p.train_steps,
             "patches_seen": p.train_steps * p.batch_size,

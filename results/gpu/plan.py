@@ -209,6 +209,7 @@ def others_chunk(dataset: str, seed: int) -> Chunk:
 # patch size).
 ABLATION_GRIDS = {
     "ablation-t5": ["t=5"],  # and the base point
+    "ablation-t0": ["t=0"],  # the smallest step (diffusers index 0; issue #19)
     "ablation-t10-t50": ["t=10,50"],
     "ablation-scorer-window4": ["scorer=gaussian", "window=4"],
     "ablation-patch14-window16": ["patch_size=14", "window=16"],
