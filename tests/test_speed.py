@@ -126,7 +126,9 @@ def test_speed_command_writes_records_that_report_renders(
     sets = [x for s in TINY_RADAR for x in ("--set", s)]
     args = ["speed", "--methods", f"{meandiff},radar", "--datasets", "synthetic"]
     args += ["--device", "cpu", "--threads", "1", "--preset", "quick", "--repeats", "2"]
-    args += ["--warmup", "1", "--batches", "3,auto", "--budget-s", "5", "--eval-images", "12"]
+    # A budget far above the calls' real cost: on a loaded machine a tight one skips batches
+    # (a wall-clock decision), and the record's shape, not the skip rule, is under test here.
+    args += ["--warmup", "1", "--batches", "3,auto", "--budget-s", "120", "--eval-images", "12"]
     args += ["--variants", "ladder", "--peak-tflops", "0.5", *sets]
     args += ["--results-dir", str(tmp_path), "--run-id", "speed"]
     code, out, err = bench(args, capsys)
@@ -182,3 +184,21 @@ def test_speed_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_pat
     code, _, err = bench(args, capsys)
     assert code == 2 and "--variants 'every'" in err
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_batches_over_the_budget_are_skipped_and_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], meandiff: str
+) -> None:
+    # A budget no call can meet: every batch after batch 1 is estimated over it and skipped,
+    # whatever the machine's speed (batch 1, the latency, is always measured).
+    args = ["speed", "--methods", meandiff, "--datasets", "synthetic", "--device", "cpu"]
+    args += ["--threads", "1", "--repeats", "2", "--warmup", "0", "--batches", "4,auto"]
+    args += ["--budget-s", "1e-9", "--eval-images", "12"]
+    args += ["--results-dir", str(tmp_path), "--run-id", "tight"]
+    code, _, err = bench(args, capsys)
+    assert code == 0, err
+    (path,) = (tmp_path / "tight").glob("jobs/*.json")
+    batches = json.loads(path.read_text())["speed"]["batches"]
+    assert batches[0]["batch"] == 1 and "median_ms" in batches[0]
+    assert [b["batch"] for b in batches[1:]] == [4, 12]
+    assert all("over --budget-s" in b["skipped"] for b in batches[1:])
