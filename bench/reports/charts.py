@@ -226,6 +226,7 @@ COMPUTE_AXES = {
     "gflops_per_image": "inference compute, GFLOP/image (log)",
 }
 COMPUTE_METRICS = (("auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
+MIN_METRIC_SPAN = 0.1  # the least AUROC range a compute panel shows
 
 
 def compute_points(rows: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
@@ -296,6 +297,11 @@ def compute_figure(
                             textcoords="offset points", fontsize=6, color=st["color"],
                         )  # fmt: skip
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # no crowded labels
+                lo, hi = ax.get_ylim()
+                if hi - lo < MIN_METRIC_SPAN:  # a flat curve must look flat, not zoomed noise
+                    mid = (lo + hi) / 2
+                    ax.set_ylim(mid - MIN_METRIC_SPAN / 2, mid + MIN_METRIC_SPAN / 2)
                 ax.grid(which="both", linewidth=0.3, alpha=0.5)
                 if r == 0:
                     ax.set_title(dataset, loc="left")
