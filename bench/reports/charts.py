@@ -264,8 +264,9 @@ def compute_figure(
     curve flattens, more compute stops buying quality.
     """
     references = references or {}
-    panels = [(m, lab) for m, lab in COMPUTE_METRICS if not compute_points(rows, cost, m).empty]
-    all_points = {m: compute_points(rows, cost, m) for m, _ in panels}
+    found = {m: compute_points(rows, cost, m) for m, _ in COMPUTE_METRICS}
+    panels = [(m, lab) for m, lab in COMPUTE_METRICS if not found[m].empty]
+    all_points = {m: found[m] for m, _ in panels}
     datasets = list(dict.fromkeys(rows["dataset"]))
     datasets = [d for d in datasets if any((p["dataset"] == d).any() for p in all_points.values())]
     methods = list(dict.fromkeys(m for p in all_points.values() for m in p["method"]))
