@@ -44,8 +44,8 @@ def _seconds(record: dict[str, Any]) -> float:
 
 def timed_grid(cfg: Any, opts: Any, results: Path, run_id: str) -> dict[str, Any]:
     """Run the grid through the launcher ``opts`` asks for; wall time and in-job time."""
-    from bench import runner
-    from bench.launchers import make_launcher
+    from bench.execution import runner
+    from bench.execution.launchers import make_launcher
 
     launcher = make_launcher(opts)
     startup = 0.0
@@ -84,8 +84,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from helpers import register_meandiff
 
-    from bench.config import RunConfig
-    from bench.launchers import LauncherOptions
+    from bench.execution.config import RunConfig
+    from bench.execution.launchers import LauncherOptions
 
     register_meandiff()
     launchers = {
@@ -107,7 +107,7 @@ def main() -> None:
         timing_repeats=1,
     )
     with tempfile.TemporaryDirectory() as scratch:
-        from bench import registry
+        from bench.methods import registry
 
         registry.methods()  # a warm driver: every launcher pays the same for what is left
         warm = RunConfig(**{**trivial.__dict__, "seeds": [999]})

@@ -10,9 +10,9 @@ from typing import Literal
 
 import torch
 
-from bench.errors import ConfigError
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.registry import MethodEntry, register_method
+from bench.methods.registry import MethodEntry, register_method
+from bench.util.errors import ConfigError
 
 # RADAR parameters of a U-Net small enough that a fit takes a second or two.
 RADAR_TINY: dict[str, object] = dict(
@@ -105,7 +105,7 @@ def bench_exit_code(argv: list[str]) -> int:
 
     import pytest
 
-    from bench import cli
+    from bench.cli import commands as cli
 
     old = sys.argv
     sys.argv = ["bench", *argv]

@@ -12,12 +12,12 @@ import pytest
 import torch
 from helpers import bench_output as bench
 
-from bench import runner
-from bench.ablate import ablation_frames, expand_ablation, grid_points, parse_grid
-from bench.config import RunConfig, expand_jobs
 from bench.datasets.synthetic import SyntheticDataset
-from bench.errors import ConfigError
-from bench.methods.radar import Radar
+from bench.execution import runner
+from bench.execution.ablate import ablation_frames, expand_ablation, grid_points, parse_grid
+from bench.execution.config import RunConfig, expand_jobs
+from bench.methods.radar.detector import Radar
+from bench.util.errors import ConfigError
 
 # A RADAR small enough that a job takes about a second.
 TINY_SETS = {

@@ -8,16 +8,16 @@ import os
 import pytest
 import torch
 
-from bench import registry
 from bench.datasets.synthetic import SyntheticDataset
-from bench.errors import ConfigError
+from bench.evaluation.metrics import compute_metrics
 from bench.interface import RunContext
-from bench.metrics import compute_metrics
+from bench.methods import registry
+from bench.util.errors import ConfigError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-aa = pytest.importorskip("bench.methods.anomalib_adapter")
-wts = pytest.importorskip("bench.methods.weights")
+aa = pytest.importorskip("bench.methods.anomalib.adapter")
+wts = pytest.importorskip("bench.methods.anomalib.weights")
 
 # Offline with random weights (or none needed); tiny overrides so that each fit takes seconds.
 # One training step for the models that train (memory-bank models fit in one pass anyway).

@@ -11,9 +11,8 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
-from bench.errors import ConfigError, DataError
 from bench.interface import Detector, ImageSet, InputSpec, RunContext
+from bench.methods import registry
 from bench.methods.bui_apley import (
     PRESETS,
     BuiApley,
@@ -25,6 +24,7 @@ from bench.methods.bui_apley import (
     neighbourhood_offsets,
     place_on_image,
 )
+from bench.util.errors import ConfigError, DataError
 
 # Small and fast: 24 px images, 4 neighbours, 2-fold pruning over 3 alphas.
 TINY = dict(image_size=24, nb=(1,), w=5, xval=2, n_alphas=3, cv_pixels=500)

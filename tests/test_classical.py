@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import registry
 from bench.datasets.synthetic import SyntheticDataset
-from bench.errors import ConfigError
+from bench.evaluation.metrics import compute_metrics
 from bench.interface import ImageSet, RunContext
+from bench.methods import registry
 from bench.methods.classical import PCAParams, PixelDetector, pixel_vectors
-from bench.metrics import compute_metrics
+from bench.util.errors import ConfigError
 
 NAMES = ["iforest", "ocsvm", "lof", "pca"]
 
@@ -100,8 +100,8 @@ def test_bad_parameters(name, sets_, needle):
 
 
 def test_runner_records_a_classical_job(tmp_path):
-    from bench import runner
-    from bench.config import RunConfig
+    from bench.execution import runner
+    from bench.execution.config import RunConfig
 
     cfg = RunConfig(methods=["pca", "iforest"], datasets=["synthetic"], device="cpu")
     cfg.timing_repeats = 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import bench_exit_code as bench
 
-from bench.compare import (
+from bench.compare.gate import (
     EXIT_PASS,
     EXIT_REGRESSION,
     compare_paths,
@@ -19,9 +19,9 @@ from bench.compare import (
     to_json,
     to_markdown,
 )
-from bench.errors import ConfigError
-from bench.registry import get_method, register_method
-from bench.settings import CompareSettings, load_settings
+from bench.compare.settings import CompareSettings, load_settings
+from bench.methods.registry import get_method, register_method
+from bench.util.errors import ConfigError
 
 
 def run_meandiff(results: Path, run_id: str, *extra: str) -> Path:

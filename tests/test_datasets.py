@@ -25,8 +25,8 @@ from bench.datasets import (
     make_dataset,
 )
 from bench.datasets.base import read_image, read_mask, resize_image, resize_mask
-from bench.errors import ConfigError, DataError
 from bench.interface import InputSpec
+from bench.util.errors import ConfigError, DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MTD = SHARED_DATA / "mtd"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.methods.ddpm import (
+from bench.methods.diffusion.ddpm import (
     add_noise,
     alpha_bar,
     build_unet,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
-from bench.errors import ConfigError
 from bench.interface import ImageSet, RunContext
-from bench.methods.ddpm import (
+from bench.methods import registry
+from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams, distance_map
+from bench.methods.diffusion.ddpm import (
     add_noise,
     eps_toward,
     make_sampler,
@@ -21,7 +21,7 @@ from bench.methods.ddpm import (
     reverse_timesteps,
     x0_from_eps,
 )
-from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams, distance_map
+from bench.util.errors import ConfigError
 
 TINY = dict(
     image_size=16,

@@ -11,13 +11,22 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
-from bench.errors import ConfigError
 from bench.interface import Detector, ImageSet, RunContext
-from bench.methods.ddpm import add_noise, eps_toward, make_scheduler, x0_from_eps
-from bench.methods.diffusionad import DiffusionAD, DiffusionADParams, norm_guided_x0, top_k_mean
-from bench.methods.segnet import segmentation_loss
-from bench.methods.synthetic_anomalies import AnomalySynthesizer, perlin_mask, strip_shuffle
+from bench.methods import registry
+from bench.methods.diffusion.ddpm import add_noise, eps_toward, make_scheduler, x0_from_eps
+from bench.methods.diffusionad.detector import (
+    DiffusionAD,
+    DiffusionADParams,
+    norm_guided_x0,
+    top_k_mean,
+)
+from bench.methods.diffusionad.segnet import segmentation_loss
+from bench.methods.diffusionad.synthetic_anomalies import (
+    AnomalySynthesizer,
+    perlin_mask,
+    strip_shuffle,
+)
+from bench.util.errors import ConfigError
 
 TINY = dict(
     image_size=32,

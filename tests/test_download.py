@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from bench.datasets.download import download_mvtec
-from bench.errors import ConfigError, DataError
+from bench.util.errors import ConfigError, DataError
 
 FILES = [
     "train/good/000.png",

@@ -4,13 +4,13 @@ import pytest
 import torch
 from helpers import RADAR_TINY
 
-from bench.flops import count_gflops, count_train_gflops
 from bench.interface import ImageSet, RunContext
-from bench.methods.ddpm import build_unet, unet_train_gflops
 from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams
-from bench.methods.diffusionad import DiffusionAD, DiffusionADParams
-from bench.methods.patches import patch_starts
-from bench.methods.radar import Radar, RadarParams
+from bench.methods.diffusion.ddpm import build_unet, unet_train_gflops
+from bench.methods.diffusionad.detector import DiffusionAD, DiffusionADParams
+from bench.methods.radar.detector import Radar, RadarParams
+from bench.methods.radar.patches import patch_starts
+from bench.util.flops import count_gflops, count_train_gflops
 
 
 def test_paper_unet_costs_match_the_published_numbers():

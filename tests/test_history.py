@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, runner
-from bench.config import RunConfig
-from bench.errors import DataError
-from bench.history import history_frame, resolve_run, run_folders
-from bench.provenance import git_commit
+from bench.cli import commands as cli
+from bench.execution import runner
+from bench.execution.config import RunConfig
+from bench.execution.provenance import git_commit
+from bench.store.history import history_frame, resolve_run, run_folders
+from bench.util.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import registry
 from bench.datasets.synthetic import SyntheticDataset
-from bench.errors import ConfigError
+from bench.evaluation.metrics import compute_metrics
 from bench.interface import RunContext
-from bench.metrics import compute_metrics
+from bench.methods import registry
+from bench.util.errors import ConfigError
 
-lite = pytest.importorskip("bench.methods.imagenet_lite")
+lite = pytest.importorskip("bench.methods.anomalib.imagenet_lite")
 timm = pytest.importorskip("timm")
 LITE0 = lite.VARIANTS["imagenet:lite0"]
 if not LITE0.installed():
@@ -185,7 +185,7 @@ def test_patchcore_on_imagenet_features_beats_its_random_self(tmp_path):
 
 
 def test_bench_prepare_lists_the_package_as_present():
-    from bench.prepare import check_assets
+    from bench.execution.prepare import check_assets
 
     sets = {"patchcore": {"weights": "imagenet:lite0"}}
     assets = check_assets(["patchcore"], ["synthetic"], "quick", sets, fetch=False)

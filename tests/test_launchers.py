@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import bench_exit_code as bench
 
-from bench.store import RunStore
+from bench.store.runs import RunStore
 
 # A 4-job grid of the test-only method, image scores only (no pixel metrics: those import
 # anomalib, seconds per worker process), one thread per job so that two run at once.
@@ -73,9 +73,9 @@ def test_ray_gives_the_same_records(tmp_path, baseline, ray_instance):
 
 def test_ray_resources_follow_the_device():
     pytest.importorskip("ray")
-    from bench.config import JobSpec, RunConfig
-    from bench.launchers.common import JobTask
-    from bench.launchers.ray_launcher import task_resources
+    from bench.execution.config import JobSpec, RunConfig
+    from bench.execution.launchers.common import JobTask
+    from bench.execution.launchers.ray_launcher import task_resources
 
     cfg = RunConfig(methods=["radar", "pca"], threads=3)
     spec = JobSpec("radar", {}, "quick", "synthetic", 0, "cuda")
@@ -91,8 +91,8 @@ def test_ray_resources_follow_the_device():
 
 def test_slurm_local_gives_the_same_records_and_resubmits_only_missing(tmp_path, baseline, capsys):
     pytest.importorskip("submitit")
-    from bench.launchers.slurm import read_submissions
-    from bench.status import run_status
+    from bench.execution.launchers.slurm import read_submissions
+    from bench.execution.status import run_status
 
     args = [*GRID, "--results-dir", str(tmp_path), "--run-id", "s", "--launcher", "slurm"]
     args += ["--slurm-cluster", "local", "--slurm-time", "10"]
@@ -214,7 +214,7 @@ def test_workers_give_the_same_records_and_a_killed_one_loses_only_its_job(
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["launcher"] == {"name": "local", "workers": 2}
 
-    from bench.status import run_status
+    from bench.execution.status import run_status
 
     assert run_status(run_dir).counts == {"done": 3, "pending": 1, "running": 0, "failed": 0}
 
@@ -271,7 +271,7 @@ def test_missing_package_says_how_to_install_it(
 
 
 def test_tasks_name_only_the_builtin_modules_their_methods_need(meandiff):
-    from bench.launchers.common import needed_modules, pack_methods
+    from bench.execution.launchers.common import needed_modules, pack_methods
 
     # meandiff travels inside the task (registered at run time), pca's module is imported
     assert needed_modules(["meandiff", "pca", "iforest"]) == ("bench.methods.classical",)
@@ -281,7 +281,7 @@ def test_tasks_name_only_the_builtin_modules_their_methods_need(meandiff):
 def test_worker_registry_loads_the_rest_only_when_asked(monkeypatch):
     from helpers import MeanDiff, MeanDiffParams
 
-    from bench import registry
+    from bench.methods import registry
 
     imported: list[str] = []
 

@@ -1,5 +1,5 @@
 """Fuzzing the image and mask loaders (issue #9, point 6): whatever the file, it either loads
-to the right numbers or raises the suite's own one-line :class:`~bench.errors.DataError`.
+to the right numbers or raises the suite's own one-line :class:`~bench.util.errors.DataError`.
 
 tests/test_datasets.py already fuzzes :func:`read_image` for "never anything but DataError"
 (random modes x formats x truncation, random bytes behind real magic numbers). This file adds
@@ -23,8 +23,8 @@ from PIL import Image
 
 from bench.datasets.base import read_image, read_mask
 from bench.datasets.folder import FolderDataset, clear_cache
-from bench.errors import DataError
 from bench.interface import InputSpec
+from bench.util.errors import DataError
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from bench.interface import ImageSet, Prediction
-from bench.metrics import (
+from bench.evaluation.metrics import (
     batched_decision_metrics,
     batched_score_metrics,
     compute_metrics,
@@ -21,6 +20,7 @@ from bench.metrics import (
     pixel_aupro,
     pixel_metrics,
 )
+from bench.interface import ImageSet, Prediction
 
 
 def test_image_metrics_hand_computed() -> None:

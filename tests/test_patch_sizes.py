@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from helpers import bench_output as bench
 
-from bench import runner
 from bench.datasets.synthetic import SyntheticDataset
+from bench.execution import runner
 from bench.interface import ImageSet, RunContext
-from bench.methods.ddpm import build_unet, padded_unet, padding_to_multiple
-from bench.methods.radar import Radar, RadarParams
+from bench.methods.diffusion.ddpm import build_unet, padded_unet, padding_to_multiple
+from bench.methods.radar.detector import Radar, RadarParams
 
 REPRODUCE = Path(__file__).resolve().parents[1] / "results/reference/gpu/reproduce.sh"
 

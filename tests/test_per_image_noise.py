@@ -14,9 +14,9 @@ from helpers import RADAR_TINY
 
 from bench.interface import ImageSet, RunContext
 from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams
-from bench.methods.diffusionad import DiffusionAD, DiffusionADParams
-from bench.methods.radar import Radar, RadarParams
-from bench.seeding import image_generators, image_seed, per_image_randn
+from bench.methods.diffusionad.detector import DiffusionAD, DiffusionADParams
+from bench.methods.radar.detector import Radar, RadarParams
+from bench.util.seeding import image_generators, image_seed, per_image_randn
 
 N_TEST = 9
 

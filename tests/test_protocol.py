@@ -14,19 +14,19 @@ import pytest
 import torch
 from helpers import bench_output as bench
 
-from bench import runner
-from bench.config import RunConfig
 from bench.datasets.synthetic import SyntheticDataset
-from bench.errors import ConfigError, DataError
-from bench.interface import ImageSet, Prediction
-from bench.metrics import DECISION_METRICS, metric_directions
-from bench.protocol import (
+from bench.evaluation.metrics import DECISION_METRICS, metric_directions
+from bench.evaluation.protocol import (
     ThresholdProtocol,
     calibrated_threshold,
     calibration_split,
     evaluate,
     resolve_protocol,
 )
+from bench.execution import runner
+from bench.execution.config import RunConfig
+from bench.interface import ImageSet, Prediction
+from bench.util.errors import ConfigError, DataError
 
 NAMES = [f"train/good/{i:03d}.png" for i in range(60)]
 
@@ -191,7 +191,7 @@ def _run(tmp_path: Path, monkeypatch, methods: list[str], sets: dict, flip: bool
 def test_test_labels_change_no_calibrated_threshold_or_own_decision(
     tmp_path, monkeypatch, meandiff
 ):
-    from bench import registry
+    from bench.methods import registry
 
     methods = [meandiff]
     sets: dict[str, dict[str, str]] = {"meandiff": {"image_size": "16"}}

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from helpers import RADAR_TINY
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
-from bench.errors import ConfigError
 from bench.interface import Detector, ImageSet, InputSpec, RunContext
-from bench.methods.ddpm import build_unet, make_scheduler
-from bench.methods.features import anomaly_map, image_features
-from bench.methods.patches import (
+from bench.methods import registry
+from bench.methods.diffusion.ddpm import build_unet, make_scheduler
+from bench.methods.radar.detector import PRESETS, Radar, RadarParams
+from bench.methods.radar.features import anomaly_map, image_features
+from bench.methods.radar.patches import (
     MAX_AUTO_BATCH,
     auto_batch_rows,
     extract_patches,
@@ -29,8 +29,8 @@ from bench.methods.patches import (
     predict_noise_map,
     sample_patches,
 )
-from bench.methods.radar import PRESETS, Radar, RadarParams
-from bench.methods.scoring import IsolationForestScorer, Scorer
+from bench.methods.radar.scoring import IsolationForestScorer, Scorer
+from bench.util.errors import ConfigError
 
 TINY = RADAR_TINY
 
@@ -446,7 +446,7 @@ E2E = dict(PRESETS["quick"])
 
 
 def test_gflops_per_image_counts_every_patch() -> None:
-    from bench.methods.patches import patch_starts
+    from bench.methods.radar.patches import patch_starts
 
     params = RadarParams(**TINY)
     fitted = Radar(params).fit(random_set(4, 32), ctx(0))

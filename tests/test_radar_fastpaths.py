@@ -19,17 +19,17 @@ import torch
 from helpers import RADAR_TINY
 from sklearn.metrics import roc_auc_score
 
-from bench.errors import ConfigError
 from bench.interface import ImageSet, RunContext
-from bench.methods.ddpm import build_unet, make_scheduler
-from bench.methods.patches import (
+from bench.methods.diffusion.ddpm import build_unet, make_scheduler
+from bench.methods.radar.detector import CPU_AUTO_PATCHES, Radar, RadarParams
+from bench.methods.radar.patches import (
     chunk_for_memory,
     noise_images,
     predict_noise_map,
     unet_forward,
     unet_noise_map,
 )
-from bench.methods.radar import CPU_AUTO_PATCHES, Radar, RadarParams
+from bench.util.errors import ConfigError
 
 TINY = RadarParams(**RADAR_TINY)
 CPU = torch.device("cpu")
@@ -322,7 +322,7 @@ def test_bf16_inference_map_is_close_to_fp32_on_cuda(
 def test_automatic_batch_on_cuda_gives_the_same_map(
     tmp_path: Path, exact_fp32: None
 ) -> None:  # pragma: no cover
-    from bench.methods.patches import MAX_AUTO_BATCH
+    from bench.methods.radar.patches import MAX_AUTO_BATCH
 
     c = cuda_ctx(tmp_path)
     train, test = images(8), images(4, seed=9)
@@ -335,7 +335,7 @@ def test_automatic_batch_on_cuda_gives_the_same_map(
 
 @pytest.mark.cuda
 def test_out_of_memory_fallback_on_a_deliberately_too_large_batch() -> None:  # pragma: no cover
-    from bench.methods.patches import map_in_chunks
+    from bench.methods.radar.patches import map_in_chunks
 
     cuda = torch.device("cuda")
     torch.cuda.empty_cache()
@@ -356,7 +356,7 @@ def test_out_of_memory_fallback_on_a_deliberately_too_large_batch() -> None:  # 
 def test_paper_unet_at_the_automatic_batch_cap_runs_in_bf16() -> None:  # pragma: no cover
     # The cap exists for this pass: the paper U-Net's lowest-resolution attention at 65,536 rows
     # launched one block over CUDA's grid limit ("invalid configuration argument").
-    from bench.methods.patches import MAX_AUTO_BATCH, map_in_chunks
+    from bench.methods.radar.patches import MAX_AUTO_BATCH, map_in_chunks
 
     cuda = torch.device("cuda")
     with torch.random.fork_rng(devices=[]):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import registry
-from bench.config import JobSpec, RunConfig, parse_seeds, resolve_device
-from bench.errors import ConfigError, DeviceError
+from bench.execution.config import JobSpec, RunConfig, parse_seeds, resolve_device
+from bench.methods import registry
+from bench.util.errors import ConfigError, DeviceError
 
 
 def test_overrides_are_typed_and_validated(meandiff):

@@ -36,12 +36,12 @@ import torch
 from helpers import bench_output as bench
 from PIL import Image
 
-from bench import cli
-from bench.errors import ConfigError
+from bench.cli import commands as cli
+from bench.execution.runner import describe_failure
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.registry import MethodEntry, register_method
-from bench.runner import describe_failure
-from bench.store import RunStore
+from bench.methods.registry import MethodEntry, register_method
+from bench.store.runs import RunStore
+from bench.util.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -353,7 +353,7 @@ def test_failures_are_classified():
 # them (diffusers, anomalib) would cost each subprocess ~10 s of CPU and is not under test here.
 DRIVER = (
     "import sys; sys.path.insert(0, 'tests'); from helpers import register_meandiff; "
-    "import bench.registry as r; r._BUILTINS_LOADED = True; register_meandiff(); "
+    "import bench.methods.registry as r; r._BUILTINS_LOADED = True; register_meandiff(); "
     "from bench.cli import main; sys.argv = ['bench', *sys.argv[1:]]; main()"
 )
 
@@ -547,7 +547,7 @@ def test_same_seed_same_bits_other_seed_other_noise(method, tmp_path, capsys, me
 
 
 def test_radar_inference_halves_its_batch_on_out_of_memory(caplog):
-    from bench.methods.radar import Radar, RadarParams
+    from bench.methods.radar.detector import Radar, RadarParams
 
     params = RadarParams(
         image_size=32,
@@ -578,7 +578,7 @@ def test_radar_inference_halves_its_batch_on_out_of_memory(caplog):
         return forward(sample, timestep, *a, **k)
 
     radar.unet_.forward = small_memory
-    with caplog.at_level(logging.WARNING, logger="bench.methods.patches"):
+    with caplog.at_level(logging.WARNING, logger="bench.methods.radar.patches"):
         halved = radar.predict(images)
     # 6 images x 9 patches: 54 (all there are of the 64) -> 32 -> 16 -> 8 -> 4, then 4 kept
     assert sizes[:5] == [54, 32, 16, 8, 4] and max(sizes[4:]) == 4 and radar.infer_batch_ == 4

@@ -17,22 +17,19 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bench import cli
+from bench.cli import commands as cli
+from bench.evaluation.examples import example_maps, pick_examples
 from bench.interface import ImageSet, Prediction
-from bench.registry import MethodEntry, register_method
+from bench.methods.registry import MethodEntry, register_method
 from bench.reports import latex, markdown
-from bench.reports.examples import example_maps, pick_examples
 from bench.reports.load import ablations, load_run, reference_variants
+from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Note
 from bench.reports.tables import (
-    DAGGER,
-    REFERENCE,
-    SUBSTITUTE,
-    Note,
     ablation_table,
     main_table,
     timing_table,
 )
-from bench.store import RunStore
+from bench.store.runs import RunStore
 
 PDFLATEX = shutil.which("pdflatex")
 NEEDS_PDFLATEX = pytest.mark.skipif(

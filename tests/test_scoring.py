@@ -13,12 +13,11 @@ import torch
 from scipy.stats import multivariate_normal, norm
 from sklearn.covariance import LedoitWolf
 
-from bench import registry
-from bench.errors import ConfigError
 from bench.interface import ImageSet, RunContext
-from bench.methods.ddpm import alpha_bar
-from bench.methods.radar import Radar, RadarParams
-from bench.methods.scoring import (
+from bench.methods import registry
+from bench.methods.diffusion.ddpm import alpha_bar
+from bench.methods.radar.detector import Radar, RadarParams
+from bench.methods.radar.scoring import (
     GaussianDensity,
     GaussianScorer,
     IrfScorer,
@@ -26,6 +25,7 @@ from bench.methods.scoring import (
     Scorer,
     neighbourhood_features,
 )
+from bench.util.errors import ConfigError
 
 LOG_2PI = math.log(2 * math.pi)
 

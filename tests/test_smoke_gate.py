@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.compare import compare_records, rerun_differences
-from bench.settings import load_settings
+from bench.compare.gate import compare_records, rerun_differences
+from bench.compare.settings import load_settings
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "cpu-smoke"
 SMOKE_SETTINGS = load_settings(REFERENCE / "smoke.toml")

@@ -1,4 +1,4 @@
-"""Every default of RADAR, DiffusionAD and ddpm_recon says where it comes from (bench.sources),
+"""Every default of RADAR, DiffusionAD and ddpm_recon says where it comes from (bench.util.sources),
 ``bench list`` shows it, and declaring it changes neither the parameters nor the job hashes."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 from helpers import bench_output as bench
 
-from bench import registry
-from bench.config import JobSpec
+from bench.execution.config import JobSpec
+from bench.methods import registry
 from bench.methods.ddpm_recon import DDPMReconParams
-from bench.methods.diffusionad import DiffusionADParams
-from bench.methods.radar import RadarParams
-from bench.sources import KINDS, OFFICIAL, OURS, PAPER, SUITE, source_of, undeclared
+from bench.methods.diffusionad.detector import DiffusionADParams
+from bench.methods.radar.detector import RadarParams
+from bench.util.sources import KINDS, OFFICIAL, OURS, PAPER, SUITE, source_of, undeclared
 
 DECLARED = {"radar": RadarParams, "diffusionad": DiffusionADParams, "ddpm_recon": DDPMReconParams}
 

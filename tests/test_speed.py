@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from helpers import bench_output as bench
 
-from bench.errors import ConfigError
-from bench.perf.floor import floor_ms, peak_for
-from bench.perf.ladder import Ladder, Rung, radar_ladder, rungs_for
-from bench.perf.report import speed_label
-from bench.perf.speed import SpeedConfig, cycled, eval_subset, parse_batches
+from bench.execution.speed import SpeedConfig, cycled, eval_subset, parse_batches
+from bench.execution.speed_floor import floor_ms, peak_for
+from bench.execution.speed_ladder import Ladder, Rung, radar_ladder, rungs_for
+from bench.reports.speed import speed_label
+from bench.util.errors import ConfigError
 
 TINY_RADAR = [
     "radar.image_size=32",
@@ -116,7 +116,7 @@ def test_speed_command_writes_records_that_report_renders(
     monkeypatch: pytest.MonkeyPatch,
     meandiff: str,
 ) -> None:
-    import bench.perf.speed as speed
+    import bench.execution.speed as speed
 
     # A two-rung ladder (the CPU ladder has five): plain patches, then the whole image.
     two = [Rung("plain"), Rung("full", {"inference": "full"}, speed_only=False)]

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bench.stats import bootstrap_ci, named_metric, paired_bootstrap, paired_bootstrap_pvalue
+from bench.evaluation.stats import (
+    bootstrap_ci,
+    named_metric,
+    paired_bootstrap,
+    paired_bootstrap_pvalue,
+)
 
 
 def _scores(n_normal: int, n_anomalous: int, shift: float = 1.0, seed: int = 0):

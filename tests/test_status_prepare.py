@@ -6,7 +6,7 @@ import json
 
 from helpers import bench_output as bench
 
-from bench.store import RunStore
+from bench.store.runs import RunStore
 
 
 def _run(tmp_path, capsys, seeds: str, *extra: str) -> int:
@@ -16,7 +16,7 @@ def _run(tmp_path, capsys, seeds: str, *extra: str) -> int:
 
 
 def test_status_counts_every_state_and_shows_failures(tmp_path, capsys, meandiff, monkeypatch):
-    from bench.status import run_status
+    from bench.execution.status import run_status
 
     assert _run(tmp_path, capsys, "0-2") == 0
     assert _run(tmp_path, capsys, "0", "--set", "meandiff.fail=true") == 1  # a failed job
@@ -45,7 +45,9 @@ def test_status_counts_every_state_and_shows_failures(tmp_path, capsys, meandiff
     (run_dir / "slurm").mkdir()
     entry = {"slurm_job_id": "41_2", "cluster": "slurm", "folder": "x", "stderr": str(log)}
     (run_dir / "slurm" / "submissions.json").write_text(json.dumps({"jobs": {by_seed[2]: entry}}))
-    monkeypatch.setattr("bench.launchers.slurm.slurm_states", lambda e: {by_seed[2]: "TIMEOUT"})
+    monkeypatch.setattr(
+        "bench.execution.launchers.slurm.slurm_states", lambda e: {by_seed[2]: "TIMEOUT"}
+    )
     status = run_status(run_dir)
     assert status.counts == {"done": 1, "pending": 1, "running": 0, "failed": 2}
     code, out, _ = bench(["status", str(run_dir)], capsys)
@@ -73,7 +75,7 @@ def test_prepare_offline_reports_missing_backbone_and_data(tmp_path, capsys, mon
     where they are expected and why; exit 1; no traceback."""
     import huggingface_hub.constants
 
-    import bench.prepare as prep
+    import bench.execution.prepare as prep
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from bench.errors import DataError
-from bench.store import RunStore, load_results
+from bench.store.runs import RunStore, load_results
+from bench.util.errors import DataError
 
 
 def _record(job_id: str, status: str = "ok", f1: float = 0.5) -> dict:

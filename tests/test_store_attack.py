@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reliability import layout, spawn, traced, wait_for
 
-from bench.record_schema import manifest_problem, record_problem
-from bench.store import RunStore
+from bench.store.runs import RunStore
+from bench.store.schema import manifest_problem, record_problem
 
 # A tiny folder dataset and the cheapest method: a job takes a fraction of a second.
 RUN = ["run", "--methods", "meandiff", "--timing-repeats", "1", "--device", "cpu"]
@@ -282,8 +282,9 @@ def test_missing_pretrained_weights_fail_before_any_job(tmp_path, capsys, monkey
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 FIELDS = ["job_id", "status", "method", "dataset", "seed", "metrics", "metrics_ci", "timing",

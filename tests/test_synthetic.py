@@ -11,8 +11,8 @@ import torch
 
 from bench.datasets import DEFECT_KINDS, MVTecDataset, SyntheticDataset, clear_cache
 from bench.datasets.synthetic import TEST_ROWS, TRAIN_ROWS, plant_defect, texture
-from bench.errors import ConfigError, DataError
 from bench.interface import InputSpec
+from bench.util.errors import ConfigError, DataError
 
 SPEC = InputSpec((100, 100), grayscale=True)
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import torch
 
-from bench.timing import LatencyStats, PeakMemory, Stopwatch, measure_latency, timed
+from bench.util.timing import LatencyStats, PeakMemory, Stopwatch, measure_latency, timed
 
 
 def test_timed_measures_a_sleep() -> None:
@@ -101,7 +101,7 @@ def test_peak_memory_cuda() -> None:
 def test_environment_is_complete_and_json_able(tmp_path) -> None:
     import json
 
-    from bench.provenance import environment
+    from bench.execution.provenance import environment
 
     env = environment(repo=tmp_path)
     json.dumps(env)
@@ -123,7 +123,7 @@ def test_environment_is_complete_and_json_able(tmp_path) -> None:
 
 
 def test_missing_package_is_absent(monkeypatch) -> None:
-    from bench import provenance
+    from bench.execution import provenance
 
     monkeypatch.setitem(provenance.PACKAGES, "nonexistent", "surely-not-installed-pkg")
     assert provenance.package_versions()["nonexistent"] == "absent"
@@ -132,7 +132,7 @@ def test_missing_package_is_absent(monkeypatch) -> None:
 def test_git_commit_never_raises(tmp_path, monkeypatch) -> None:
     import subprocess
 
-    from bench import provenance
+    from bench.execution import provenance
 
     assert provenance.git_commit(tmp_path) is None
     assert provenance.git_commit(tmp_path / "missing") is None
@@ -152,7 +152,7 @@ def test_git_commit_never_raises(tmp_path, monkeypatch) -> None:
 
 
 def test_device_name_cpu() -> None:
-    from bench.provenance import device_name
+    from bench.execution.provenance import device_name
 
     name = device_name(torch.device("cpu"))
     assert name.endswith(f"({torch.get_num_threads()} threads)")
@@ -193,7 +193,7 @@ def test_fit_peak_memory_keeps_training_when_the_batch_probe_resets_the_counter(
     # The sequence of a RADAR fit inside the runner's measurement: training (its own nested
     # PeakMemory) peaks at 500 MB, then the automatic-batch probe resets the CUDA peak counter
     # and peaks at 50 MB, then the scorer's pass at 100 MB. The fit's peak is training's.
-    from bench.methods.patches import MAX_AUTO_BATCH, chunk_for_memory
+    from bench.methods.radar.patches import MAX_AUTO_BATCH, chunk_for_memory
 
     mem = FakeCudaMemory()
     mem.install(monkeypatch)

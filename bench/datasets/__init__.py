@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.datasets.base import Dataset
 from bench.datasets.folder import FolderDataset, MVTecDataset, clear_cache
 from bench.datasets.synthetic import DEFECT_KINDS, TEXTURES, SyntheticDataset
-from bench.errors import ConfigError, DataError, unknown_name
+from bench.util.errors import ConfigError, DataError, unknown_name
 
 __all__ = [
     "DATASET_FAMILIES",

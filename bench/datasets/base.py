@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.errors import ConfigError, DataError
 from bench.interface import ImageSet, InputSpec
+from bench.util.errors import ConfigError, DataError
 
 Split = Literal["train", "test"]
 SPLITS: tuple[str, ...] = ("train", "test")

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from bench.errors import ConfigError, DataError, unknown_name
+from bench.util.errors import ConfigError, DataError, unknown_name
 
 logger = logging.getLogger(__name__)
 

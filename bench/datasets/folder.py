@@ -11,7 +11,7 @@ exists, every anomalous test image must have exactly one mask of the same size; 
 (train and test) then get all-False masks. Without ``ground_truth/`` the dataset has image
 labels only and ``ImageSet.masks`` is ``None``.
 
-Every layout problem is a :class:`~bench.errors.DataError` of one line naming the path and what
+Every layout problem is a :class:`~bench.util.errors.DataError` of one line naming the path and what
 was expected. Loaded splits are cached in-process (keyed by the resolved root, the split, the
 :class:`~bench.interface.InputSpec` and the size and mtime of every file), and every ``load``
 returns a fresh copy that the caller may modify.
@@ -37,8 +37,8 @@ from bench.datasets.base import (
     read_mask,
     stack_set,
 )
-from bench.errors import DataError
 from bench.interface import ImageSet, InputSpec
+from bench.util.errors import DataError
 
 GOOD = "good"
 _EXTS = " ".join(sorted(IMAGE_EXTENSIONS))

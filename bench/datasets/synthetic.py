@@ -28,14 +28,12 @@ changing a count does not change the other images.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage import data as skdata
 from skimage import draw
 
 from bench.datasets.base import (
@@ -48,10 +46,10 @@ from bench.datasets.base import (
     stack_set,
     to_channels,
 )
-from bench.errors import ConfigError, DataError, unknown_name
 from bench.interface import ImageSet, InputSpec
+from bench.util.errors import ConfigError, DataError, unknown_name
+from bench.util.textures import TEXTURES, texture
 
-TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 DEFECT_KINDS: tuple[str, ...] = ("scratch", "blob", "hole", "texture_swap")
 TRAIN_ROWS = (0, 320)  # rows of the 512x512 source photo the training crops come from
 TEST_ROWS = (320, 512)  # ... and the test crops: disjoint
@@ -61,19 +59,6 @@ _SOURCE_SIDE = 512
 _KIND_CODE = {"good": 0, **{k: i + 1 for i, k in enumerate(DEFECT_KINDS)}}
 _SPLIT_CODE = {"train": 0, "test": 1}
 _CACHE = SplitCache(max_bytes=512 * 1024**2)
-
-
-@functools.cache
-def texture(name: str) -> np.ndarray:
-    """The 512x512 source photo as read-only float32 in [0, 1]."""
-    if name not in TEXTURES:
-        raise unknown_name("texture", name, TEXTURES)
-    img = np.asarray(getattr(skdata, name)(), dtype=np.float32)
-    if img.ndim == 3:  # not the case for these three, but keep the contract if skimage changes
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    img = img / 255.0
-    img.setflags(write=False)
-    return img
 
 
 def _rng(seed: int, *words: int) -> np.random.Generator:

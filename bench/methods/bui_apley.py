@@ -74,9 +74,9 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
 
-from bench.errors import ConfigError, DataError
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.registry import MethodEntry
+from bench.methods.registry import MethodEntry
+from bench.util.errors import ConfigError, DataError
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_SPLIT, _SEED_PIXELS, _SEED_TREE = 31, 32, 33

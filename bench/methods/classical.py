@@ -47,9 +47,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 from torch import Tensor
 
-from bench.errors import ConfigError
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.registry import MethodEntry
+from bench.methods.registry import MethodEntry
+from bench.util.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Probabilistic Models using Simplex Noise", CVPRW 2022) and the reconstruction pa
 (A. Mousakhan, T. Brox and J. Tayyub, "Anomaly Detection with Conditioned Denoising Diffusion
 Models", 2023).
 
-1. Train a DDPM U-Net on normal images only (the noise-prediction loss, :mod:`bench.methods.ddpm`).
+1. Train a DDPM U-Net on normal images only (the noise-prediction loss,
+:mod:`bench.methods.diffusion.ddpm`).
 2. Test: noise the image to ``t_start`` (AnoDDPM: 250 of 1000), run the reverse process back to
    ``t = 0`` in ``steps`` steps with a diffusers scheduler (``sampler=ddpm``: ancestral sampling,
    AnoDDPM; ``ddim``: deterministic DDIM, DDAD). The normal training distribution pulls anomalous
@@ -53,10 +54,8 @@ from kornia.filters import gaussian_blur2d
 from kornia.metrics import ssim
 from torch import Tensor
 
-from bench.errors import ConfigError
-from bench.flops import count_gflops
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.methods.ddpm import (
+from bench.methods.diffusion.ddpm import (
     BETA_SCHEDULES,
     SAMPLERS,
     add_noise,
@@ -68,10 +67,12 @@ from bench.methods.ddpm import (
     reverse_timesteps,
     unet_train_gflops,
 )
-from bench.methods.diffusionad import top_k_mean
-from bench.registry import MethodEntry
-from bench.seeding import image_generators, per_image_randn
-from bench.sources import ours, paper, suite
+from bench.methods.diffusionad.detector import top_k_mean
+from bench.methods.registry import MethodEntry
+from bench.util.errors import ConfigError
+from bench.util.flops import count_gflops
+from bench.util.seeding import image_generators, per_image_randn
+from bench.util.sources import ours, paper, suite
 
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE = 31, 32, 33
 DISTANCES = ("l1", "ssim", "l1_ssim")
@@ -80,7 +81,7 @@ DISTANCES = ("l1", "ssim", "l1_ssim")
 @dataclass(frozen=True)
 class DDPMReconParams:
     """Parameters of the DDPM-reconstruction baseline; each default says where it comes from
-    (:mod:`bench.sources`, ``bench list``; the module docstring says why)."""
+    (:mod:`bench.util.sources`, ``bench list``; the module docstring says why)."""
 
     # input
     image_size: int = ours(256, "the DiffusionAD input, so the two baselines see the same")
@@ -302,15 +303,15 @@ class DDPMRecon:
     def reconstruct(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
         """[-1, 1] images on the model's device -> reconstructions from ``t_start``.
 
-        ``generators``: one per image (:func:`bench.seeding.image_generators`), for the initial
+        ``generators``: one per image (:func:`bench.util.seeding.image_generators`), for the initial
         noise and DDPM's posterior noise at every step alike (diffusers draws row ``i`` of a
         batch from ``generators[i]``), so a reconstruction does not depend on the batch.
         """
         noise = per_image_randn(generators, x.shape, x.device)
         x_t = add_noise(self.scheduler_, x, noise, self.timesteps_[0])
-        return reverse_sample(
-            self.unet_, self.sampler_, x_t, self.timesteps_, generators
-        ).clamp(-1, 1)
+        return reverse_sample(self.unet_, self.sampler_, x_t, self.timesteps_, generators).clamp(
+            -1, 1
+        )
 
     @torch.no_grad()
     def _maps(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:

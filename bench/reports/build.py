@@ -20,8 +20,6 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from bench.errors import DataError
-from bench.perf.report import speed_figures
 from bench.reports import charts, latex, markdown, qualitative
 from bench.reports.csv_out import write_csv
 from bench.reports.html import render_index
@@ -34,7 +32,9 @@ from bench.reports.load import (
     reference_variants,
     scores_long,
 )
+from bench.reports.speed import speed_figures
 from bench.reports.tables import ABLATION_METRICS, Table, all_tables
+from bench.util.errors import DataError
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.reports.tables import Table
+from bench.reports.table_model import Table
 
 
 def write_csv(table: Table, folder: Path) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.reports.markdown import MARKERS, cell_text
-from bench.reports.tables import Table
+from bench.reports.table_model import Table
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222;

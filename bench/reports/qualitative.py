@@ -5,7 +5,7 @@ e.g. Bergmann et al., "MVTec AD", CVPR 2019, Fig. 5).
 Columns are images (grouped by defect type, normal ones last), rows are input / ground truth /
 one per method. Each method's maps share one colour scale across all its images (so a normal
 image that stays dark is a good sign); the ground-truth outline is drawn on every map. The
-arrays come from the run folder (:mod:`bench.reports.examples`), never from a rerun.
+arrays come from the run folder (:mod:`bench.evaluation.examples`), never from a rerun.
 """
 
 from __future__ import annotations

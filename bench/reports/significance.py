@@ -2,9 +2,10 @@
 
 For each dataset and each tested column of the main table (AUROC from the scores, F1 from the
 decisions of the run's threshold rule), the best and the second-best method (by displayed
-mean) are compared with :func:`bench.stats.paired_bootstrap` on the per-image scores stored in
-``jobs/<id>.scores.csv``: images aligned by name, normals and anomalies resampled separately,
-the difference pooled over the seeds both methods ran. Where p < ``alpha`` the best cell gets a
+mean) are compared with :func:`bench.evaluation.stats.paired_bootstrap` on the per-image scores
+stored in ``jobs/<id>.scores.csv``: images aligned by name, normals and anomalies resampled
+separately, the difference pooled over the seeds both methods ran. Where p < ``alpha`` the best cell
+gets a
 ``*`` and a note gives every p-value (tested or not), so a reader sees what was not significant
 too. Decisions are rebuilt from the stored scores and the record's threshold (``score >
 threshold``, the protocol's rule) or read from the ``decision`` column for the ``own`` rule;
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.evaluation.stats import named_metric, paired_bootstrap
 from bench.reports.load import RunData
-from bench.reports.tables import Note, Table
-from bench.stats import named_metric, paired_bootstrap
+from bench.reports.table_model import Note, Table
 
 SIGNIFICANT = "*"
 #: main-table column header -> (metric, what the metric reads: "score" or "decision")

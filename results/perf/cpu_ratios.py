@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from bench import registry
 from bench.datasets.synthetic import SyntheticDataset
 from bench.interface import RunContext
-from bench.methods.radar import Radar
+from bench.methods import registry
+from bench.methods.radar.detector import Radar
 
 VARIANTS: dict[str, dict[str, object]] = {
     "plain (fp32, eager)": {},

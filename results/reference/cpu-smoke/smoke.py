@@ -11,7 +11,7 @@ Two checks, for two different promises:
    types and far below any change of behaviour), so that a reference recorded on one CPU type
    holds on another.
 2. Same-machine determinism: the definition runs a second time into ``<out>-rerun`` and every
-   number the two runs computed must be bit-identical (:func:`bench.compare.rerun_differences`,
+   number the two runs computed must be bit-identical (:func:`bench.compare.gate.rerun_differences`,
    tolerance 0).
 
 Exit codes: 0 pass, 1 regression, a failed job or a determinism break, 2 bad input. The runs go
@@ -62,7 +62,7 @@ def run_definition(definition: dict, out: Path) -> int:
 
 def check_determinism(first: Path, second: Path) -> int:
     """0 when the two runs computed bit-identical numbers, else 1 with one line per job."""
-    from bench.compare import rerun_differences
+    from bench.compare.gate import rerun_differences
 
     differences = rerun_differences(first, second)
     for line in differences:

@@ -1,0 +1,3 @@
+from bench.cli.commands import main
+
+main()
