@@ -703,7 +703,7 @@ def compare(
     """Gate a candidate run against a baseline. Exit 0 pass, 1 regression, 2 bad input."""
     import dataclasses
 
-    from bench.compare.gate import gate as cmp_mod
+    from bench.compare import gate as cmp_mod
     from bench.compare.settings import load_settings
     from bench.store.history import resolve_run
 
