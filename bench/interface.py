@@ -191,7 +191,8 @@ class Method(ABC, Generic[P]):
     * :meth:`gflops_per_image`: the inference cost of one test image; default None (not
       counted);
     * :meth:`required_weights`: the pretrained files ``fit`` loads, for ``bench prepare`` and
-      the up-front check of ``bench run``; default none (trained from scratch).
+      the up-front check of ``bench run``; default none (trained from scratch);
+      :meth:`weights_hint` ends that check's error (default: try random initialisation).
 
     The constructor takes the parameter dataclass (:attr:`params_cls` with its defaults when
     omitted); :attr:`input_spec` asks for square ``params.image_size`` images, gray unless
