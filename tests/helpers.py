@@ -10,8 +10,8 @@ from typing import Literal
 
 import torch
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.methods.registry import MethodEntry, register_method
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext
+from bench.methods.registry import register_method
 from bench.util.errors import ConfigError
 
 # RADAR parameters of a U-Net small enough that a fit takes a second or two.
@@ -41,17 +41,11 @@ class MeanDiffParams:
             raise ConfigError(f"meandiff.image_size must be >= 4, got {self.image_size}")
 
 
-class MeanDiff:
+class MeanDiff(Method[MeanDiffParams]):
     """Distance of each pixel to the per-pixel mean of the training images."""
 
     name = "meandiff"
-
-    def __init__(self, params: MeanDiffParams) -> None:
-        self.params = params
-
-    @property
-    def input_spec(self) -> InputSpec:
-        return InputSpec((self.params.image_size, self.params.image_size), grayscale=True)
+    params_cls = MeanDiffParams
 
     def fit(self, train: ImageSet, ctx: RunContext) -> MeanDiff:
         # Test hooks for run-level tests in subprocesses, as environment variables so that they

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,7 @@ from PIL import Image
 
 from bench.cli import commands as cli
 from bench.execution.runner import describe_failure
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.interface import ImageSet, InputSpec, Method, Prediction, RunContext
 from bench.methods.registry import MethodEntry, register_method
 from bench.store.runs import RunStore
 from bench.util.errors import ConfigError
@@ -289,13 +290,10 @@ def test_mixed_grayscale_and_rgb_is_handled(tmp_path, capsys, meandiff):
 # -- pretrained weights that are not there offline ---------------------------------------------
 
 
-class _NeedsWeights:
+class _NeedsWeights(Method[Any]):
     """A detector whose fit fetches weights from the Hugging Face Hub, as timm/anomalib do."""
 
     name = "needsweights"
-
-    def __init__(self, params: object) -> None:
-        self.params = params
 
     @property
     def input_spec(self) -> InputSpec:

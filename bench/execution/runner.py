@@ -37,7 +37,7 @@ from bench.evaluation.protocol import (
 )
 from bench.execution.config import JobSpec, RunConfig, expand_jobs, resolve_device
 from bench.execution.provenance import device_name, environment, git_commit, process_info
-from bench.interface import ImageSet, Prediction, RunContext
+from bench.interface import ImageSet, Method, Prediction, RunContext
 from bench.methods import registry
 from bench.store.runs import RunStore, _atomic_write_text, open_run_folder
 from bench.util.errors import BenchError
@@ -87,14 +87,14 @@ class JobLike(Protocol):
     threshold: ThresholdProtocol
 
 
-def job_flags(spec: JobLike, detector: object) -> list[str]:
+def job_flags(spec: JobLike, detector: Method[Any]) -> list[str]:
     """Marks that every table must show beside the numbers (never silently mixed)."""
     flags = [] if spec.preset == "paper" else [f"preset:{spec.preset}"]
     if spec.threshold.name == "paper":  # own rule, no hold-out: comparable with the paper
         flags.append("protocol:paper")
     elif spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
         flags.append(f"threshold:{spec.threshold.rule}")
-    flags.extend(getattr(detector, "flags", []))
+    flags.extend(detector.flags)
     return flags
 
 
@@ -193,7 +193,7 @@ def data_fields(
 
 def evaluation_fields(
     spec: JobLike,
-    detector: object,
+    detector: Method[Any],
     test: ImageSet,
     pred: Prediction,
     split: CalibrationSplit,
@@ -230,9 +230,9 @@ def evaluation_fields(
             "names_sha256": split.names_sha256,
             **result.calibration,
         },
-        "fit_info": getattr(detector, "fit_info_", {}),
+        "fit_info": detector.fit_info_,
         # How inference is done and what it costs besides time (e.g. U-Net evaluations/image).
-        "inference": dict(getattr(detector, "inference_info", {}) or {}),
+        "inference": dict(detector.inference_info),
         "flags": flags,
     }
 
@@ -348,8 +348,7 @@ def run_job(
             "peak_mem_mb": max(fit_mem.peak_mb, predict_mem.peak_mb),
             "peak_mem_kind": fit_mem.kind,
         }
-        gflops = getattr(detector, "gflops_per_image", None)
-        record["gflops_per_image"] = gflops(test.image_size) if callable(gflops) else None
+        record["gflops_per_image"] = detector.gflops_per_image(test.image_size)
         write_side_files(store, spec.job_id, test, pred, calibration, cal_pred)
         record["status"] = "ok"
         record["error"] = record["error_kind"] = None

@@ -62,7 +62,7 @@ from bench.execution.runner import (
 )
 from bench.execution.speed_floor import floor_ms, peak_for
 from bench.execution.speed_ladder import Ladder, check_variants, rungs_for
-from bench.interface import ImageSet, InputSpec
+from bench.interface import ImageSet, InputSpec, Method
 from bench.methods import registry
 from bench.store.runs import RunStore, open_run_folder
 from bench.util.errors import ConfigError
@@ -369,7 +369,7 @@ def measure_job(
 
 def _speed_fields(
     rows: list[dict[str, Any]],
-    detector: object,
+    detector: Method[Any],
     test: ImageSet,
     cfg: SpeedConfig,
     name: str,
@@ -381,8 +381,7 @@ def _speed_fields(
     measured = [r for r in rows if "skipped" not in r]
     one = next(r for r in measured if r["batch"] == 1)
     best = max(measured, key=lambda r: r["images_per_s"])
-    gflops_fn = getattr(detector, "gflops_per_image", None)
-    gflops = gflops_fn(test.image_size) if callable(gflops_fn) else None
+    gflops = detector.gflops_per_image(test.image_size)
     peak, source = (cfg.peak_tflops, "--peak-tflops") if cfg.peak_tflops else peak_for(name)
     floor = floor_ms(gflops, peak)
     peak_mem = max([fit_mem.peak_mb, predict_mem.peak_mb, *(r["peak_mem_mb"] for r in measured)])

@@ -68,15 +68,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_grayscale
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.methods.registry import MethodEntry
-from bench.util.errors import ConfigError, DataError
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext
+from bench.util.errors import DataError
+from bench.util.validation import field_check
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_SPLIT, _SEED_PIXELS, _SEED_TREE = 31, 32, 33
@@ -249,11 +248,7 @@ class BuiApleyParams:
         # The registry passes lists for tuple fields given as Python values.
         object.__setattr__(self, "nb", tuple(self.nb))
         s = self.image_size
-
-        def check(ok: bool, field: str, must: str) -> None:
-            if not ok:
-                raise ConfigError(f"bui_apley.{field} must be {must}, got {getattr(self, field)!r}")
-
+        check = field_check("bui_apley", self)
         check(s >= 8, "image_size", ">= 8")
         check(
             len(self.nb) in (1, 3) and all(isinstance(v, int) and v >= 1 for v in self.nb),
@@ -291,22 +286,15 @@ PRESETS: dict[str, dict[str, object]] = {
 # The detector
 
 
-class BuiApley:
-    """B&A as a :class:`~bench.interface.Detector`: ``fit`` on normal images, ``predict``.
+class BuiApley(Method[BuiApleyParams]):
+    """B&A as a :class:`~bench.interface.Method`: ``fit`` on normal images, ``predict``.
 
     Fitted state: ``tree_`` (the pruned regression tree), ``residual_cdf_``
     (:class:`ExpTailECDF`), ``control_limit_`` and ``fit_info_`` (a dict for the result record).
     """
 
     name = "bui_apley"
-
-    def __init__(self, params: BuiApleyParams | None = None):
-        self.params = params if params is not None else BuiApleyParams()
-
-    @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=True)
+    params_cls = BuiApleyParams
 
     @property
     def inference_info(self) -> dict[str, object]:
@@ -314,15 +302,7 @@ class BuiApley:
 
     def _prepare(self, images: Tensor) -> np.ndarray:
         """[0, 1] images of any size and colour -> ``(N, S, S)`` float64, standardised."""
-        x = images.float()
-        if x.shape[1] == 3:
-            x = rgb_to_grayscale(x)
-        elif x.shape[1] != 1:
-            x = x.mean(1, keepdim=True)
-        s = self.params.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        out = x[:, 0].double().cpu().numpy()
+        out = self.prepare(images)[:, 0].double().cpu().numpy()
         if self.params.standardize:
             out = np.stack([standardise(im) for im in out]) if len(out) else out
         return out

@@ -39,7 +39,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_grayscale
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
@@ -47,9 +46,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 from torch import Tensor
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
-from bench.methods.registry import MethodEntry
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext, to_channels
 from bench.util.errors import ConfigError
+from bench.util.validation import FieldCheck, field_check
 
 
 @dataclass(frozen=True)
@@ -61,19 +60,17 @@ class PixelParams:
     standardize: bool = True  # per-pixel zero mean / unit variance on the training images
     contamination: float = 0.05  # expected outlier share: sets the estimator's own threshold
 
-    def _check(self, method: str, ok: bool, field: str, must: str) -> None:
-        if not ok:
-            raise ConfigError(f"{method}.{field} must be {must}, got {getattr(self, field)!r}")
-
-    def _check_common(self, method: str) -> None:
-        self._check(method, self.image_size >= 4, "image_size", ">= 4")
-        self._check(
-            method,
+    def _check_common(self, method: str) -> FieldCheck:
+        """Checks the shared fields; returns the checker of ``method`` for the others."""
+        check = field_check(method, self)
+        check(self.image_size >= 4, "image_size", ">= 4")
+        check(
             1 <= self.vector_size <= self.image_size,
             "vector_size",
             f"between 1 and image_size ({self.image_size})",
         )
-        self._check(method, 0 < self.contamination <= 0.5, "contamination", "in (0, 0.5]")
+        check(0 < self.contamination <= 0.5, "contamination", "in (0, 0.5]")
+        return check
 
 
 @dataclass(frozen=True)
@@ -82,9 +79,9 @@ class IForestParams(PixelParams):
     max_samples: int = 256  # sub-sample size per tree (capped at the training set size)
 
     def __post_init__(self) -> None:
-        self._check_common("iforest")
-        self._check("iforest", self.n_estimators >= 1, "n_estimators", ">= 1")
-        self._check("iforest", self.max_samples >= 2, "max_samples", ">= 2")
+        check = self._check_common("iforest")
+        check(self.n_estimators >= 1, "n_estimators", ">= 1")
+        check(self.max_samples >= 2, "max_samples", ">= 2")
 
 
 @dataclass(frozen=True)
@@ -93,13 +90,13 @@ class OCSVMParams(PixelParams):
     gamma: str = "scale"  # "scale", "auto" or a number
 
     def __post_init__(self) -> None:
-        self._check_common("ocsvm")
+        check = self._check_common("ocsvm")
         if self.gamma not in ("scale", "auto"):
             try:
                 ok = float(self.gamma) > 0
             except ValueError:
                 ok = False
-            self._check("ocsvm", ok, "gamma", "scale, auto or a positive number")
+            check(ok, "gamma", "scale, auto or a positive number")
 
 
 @dataclass(frozen=True)
@@ -107,8 +104,8 @@ class LOFParams(PixelParams):
     n_neighbors: int = 20  # capped at n_train - 1
 
     def __post_init__(self) -> None:
-        self._check_common("lof")
-        self._check("lof", self.n_neighbors >= 1, "n_neighbors", ">= 1")
+        check = self._check_common("lof")
+        check(self.n_neighbors >= 1, "n_neighbors", ">= 1")
 
 
 @dataclass(frozen=True)
@@ -116,10 +113,9 @@ class PCAParams(PixelParams):
     n_components: float = 0.95  # < 1: share of variance kept; >= 1: number of components
 
     def __post_init__(self) -> None:
-        self._check_common("pca")
+        check = self._check_common("pca")
         ok = 0 < self.n_components < 1 or float(self.n_components).is_integer()
-        self._check(
-            "pca",
+        check(
             ok and self.n_components > 0,
             "n_components",
             "a variance share in (0, 1) or a whole number of components >= 1",
@@ -128,27 +124,18 @@ class PCAParams(PixelParams):
 
 def pixel_vectors(images: Tensor, size: int) -> Tensor:
     """(N, C, H, W) in [0, 1] -> (N, size*size) grayscale, area-averaged pixel vectors."""
-    x = images.float()
-    if x.shape[1] == 3:
-        x = rgb_to_grayscale(x)
-    elif x.shape[1] != 1:
-        x = x.mean(1, keepdim=True)
+    x = to_channels(images.float(), 1)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="area")
     return x.flatten(1)
 
 
-class PixelDetector:
-    """A scikit-learn novelty detector on pixel vectors, as a Detector."""
+class PixelDetector(Method[PixelParams]):
+    """A scikit-learn novelty detector on pixel vectors, as a Method."""
 
     def __init__(self, name: str, params: PixelParams) -> None:
+        super().__init__(params)
         self.name = name
-        self.params = params
-
-    @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=True)
 
     def _estimator(self, n_train: int, seed: int) -> Any:
         p = self.params
@@ -234,15 +221,19 @@ def _builder(name: str) -> Any:
     def build(params: Any) -> PixelDetector:
         return PixelDetector(name, params)
 
-    build.cpu_only = True  # type: ignore[attr-defined]  # scikit-learn: Ray asks for no GPU
     return build
 
 
 def method_entries() -> list[MethodEntry]:
     return [
-        # Already CPU-sized: "quick" is the paper setting.
+        # Already CPU-sized: "quick" is the paper setting; scikit-learn: Ray asks for no GPU.
         MethodEntry(
-            name=name, params_cls=cls, build=_builder(name), summary=summary, presets={"quick": {}}
+            name=name,
+            params_cls=cls,
+            build=_builder(name),
+            summary=summary,
+            presets={"quick": {}},
+            cpu_only=True,
         )
         for name, (cls, summary) in _METHODS.items()
     ]

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,11 @@ from kornia.filters import gaussian_blur2d
 from kornia.metrics import ssim
 from torch import Tensor
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext
 from bench.methods.diffusion.ddpm import (
-    BETA_SCHEDULES,
     SAMPLERS,
+    Sampler,
     add_noise,
-    build_unet,
     make_sampler,
     make_scheduler,
     noise_prediction_loss,
@@ -67,15 +66,18 @@ from bench.methods.diffusion.ddpm import (
     reverse_timesteps,
     unet_train_gflops,
 )
+from bench.methods.diffusion.unet_params import check_unet, unet_from, unet_levels
 from bench.methods.diffusionad.detector import top_k_mean
-from bench.methods.registry import MethodEntry
 from bench.util.errors import ConfigError
 from bench.util.flops import count_gflops
 from bench.util.seeding import image_generators, per_image_randn
 from bench.util.sources import ours, paper, suite
+from bench.util.validation import field_check
 
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE = 31, 32, 33
-DISTANCES = ("l1", "ssim", "l1_ssim")
+Distance = Literal["l1", "ssim", "l1_ssim"]
+ImageScore = Literal["max", "topk"]
+DISTANCES: tuple[str, ...] = get_args(Distance)
 
 
 @dataclass(frozen=True)
@@ -104,47 +106,28 @@ class DDPMReconParams:
     # reconstruction
     t_start: int = paper(250, "AnoDDPM: noise to t = 250 of 1000")
     steps: int = paper(250, "AnoDDPM: every step back from t_start")
-    sampler: Literal["ddpm", "ddim"] = paper("ddpm", "AnoDDPM: ancestral DDPM (ddim: DDAD)")
+    sampler: Sampler = paper("ddpm", "AnoDDPM: ancestral DDPM (ddim: DDAD)")
     infer_batch: int = suite(16, "images per pass; the scores do not depend on it")
     # anomaly map and score
-    distance: Literal["l1", "ssim", "l1_ssim"] = ours(
-        "l1_ssim", "DDAD-style map post-processing: L1 + SSIM"
-    )
+    distance: Distance = ours("l1_ssim", "DDAD-style map post-processing: L1 + SSIM")
     blur_sigma: float = ours(0.0, "blur input and reconstruction before comparing; 0 = off")
     ssim_window: int = ours(11, "the usual SSIM window")
     map_sigma: float = paper(4.0, "DDAD: Gaussian smoothing of the map, sigma 4")
-    score: Literal["max", "topk"] = ours("max", "the map's maximum (DDAD-style)")
+    score: ImageScore = ours("max", "the map's maximum (DDAD-style)")
     top_k: int = ours(50, "score=topk: pixels averaged (as DiffusionAD's top 50)")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
         s, T = self.image_size, self.num_train_timesteps
-
-        def check(ok: bool, field: str, must: str) -> None:
-            if not ok:
-                raise ConfigError(
-                    f"ddpm_recon.{field} must be {must}, got {getattr(self, field)!r}"
-                )
-
+        check = field_check("ddpm_recon", self)
         if self.noise == "simplex":
             raise ConfigError(
                 "ddpm_recon.noise=simplex is not available: no maintained simplex-noise package "
                 "is a dependency of the suite; use noise=gaussian"
             )
         check(self.noise == "gaussian", "noise", "gaussian (simplex is not available)")
-        levels = len(self.block_out_channels)
-        check(levels >= 1, "block_out_channels", "a non-empty tuple of channel counts")
-        factor = 2 ** (levels - 1)
+        factor = 2 ** (unet_levels(check, self) - 1)
         check(s >= 8 and s % factor == 0, "image_size", f">= 8 and a multiple of {factor}")
-        check(self.norm_num_groups >= 1, "norm_num_groups", ">= 1")
-        check(
-            all(c >= 1 and c % self.norm_num_groups == 0 for c in self.block_out_channels),
-            "block_out_channels",
-            f"positive multiples of norm_num_groups ({self.norm_num_groups})",
-        )
-        check(self.layers_per_block >= 1, "layers_per_block", ">= 1")
-        check(T >= 2, "num_train_timesteps", ">= 2")
-        check(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
+        check_unet(check, self, min_timesteps=2)
         check(self.epochs >= 1, "epochs", ">= 1")
         check(self.batch_size >= 1, "batch_size", ">= 1")
         check(self.lr > 0, "lr", "> 0")
@@ -168,7 +151,8 @@ class DDPMReconParams:
             f"odd, >= 3 and <= image_size ({s})",
         )
         check(self.map_sigma >= 0, "map_sigma", ">= 0")
-        check(self.score in ("max", "topk"), "score", "max or topk")
+        scores = get_args(ImageScore)
+        check(self.score in scores, "score", " or ".join(scores))
         check(1 <= self.top_k <= s * s, "top_k", f"in 1..image_size**2 (1..{s * s})")
 
 
@@ -212,34 +196,20 @@ def distance_map(
     return out
 
 
-class DDPMRecon:
+class DDPMRecon(Method[DDPMReconParams]):
     """A DDPM trained on normal images; anomaly map = distance to a partial reconstruction."""
 
     name = "ddpm_recon"
-
-    def __init__(self, params: DDPMReconParams | None = None):
-        self.params = params if params is not None else DDPMReconParams()
-
-    @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=self.params.grayscale)
+    params_cls = DDPMReconParams
+    gray_from_rgb = "mean"  # not luminance: the scores of colour inputs were measured so
 
     @property
-    def channels(self) -> int:
-        return 1 if self.params.grayscale else 3
+    def grayscale(self) -> bool:
+        return self.params.grayscale
 
     def _prepare(self, images: Tensor) -> Tensor:
         """[0, 1] images -> the model's channels and size, scaled to [-1, 1]."""
-        x = images.float()
-        c = self.channels
-        if x.shape[1] != c:
-            x = x.mean(1, keepdim=True)
-            x = x.expand(-1, c, -1, -1) if c == 3 else x
-        s = self.params.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return x.contiguous() * 2 - 1
+        return self.prepare(images) * 2 - 1
 
     def fit(self, train: ImageSet, ctx: RunContext) -> DDPMRecon:
         p = self.params
@@ -248,14 +218,7 @@ class DDPMRecon:
         self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
-            unet = build_unet(
-                p.image_size,
-                self.channels,
-                p.block_out_channels,
-                p.layers_per_block,
-                p.norm_num_groups,
-                p.attention,
-            )
+            unet = unet_from(p, p.image_size, self.channels)
         self.unet_ = unet.to(dev)
         self.scheduler_ = make_scheduler(p.num_train_timesteps, p.beta_schedule)
         self.sampler_ = make_sampler(p.sampler, p.num_train_timesteps, p.beta_schedule)

@@ -12,23 +12,15 @@ import dataclasses
 import importlib
 import types
 import typing
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, Literal, Union, get_args, get_origin
 
-from bench.interface import Detector
+# MethodEntry lives in bench.interface (method modules build theirs without importing the
+# registry); importing it from here keeps working.
+from bench.interface import Method, MethodEntry
 from bench.util.errors import ConfigError, unknown_name
 
 PRESETS = ("paper", "quick", "auto")
-
-
-@dataclass(frozen=True)
-class MethodEntry:
-    name: str
-    params_cls: type
-    build: Callable[[Any], Detector]
-    summary: str
-    presets: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 _METHODS: dict[str, MethodEntry] = {}
@@ -175,8 +167,16 @@ def build_params(
         raise ConfigError(f"{name}: {exc}") from exc
 
 
-def build_detector(name: str, params: Any) -> Detector:
-    return get_method(name).build(params)
+def build_detector(name: str, params: Any) -> Method[Any]:
+    """The method ``name`` built from ``params``; it must derive from
+    :class:`~bench.interface.Method`, whose hooks the runner calls."""
+    detector = get_method(name).build(params)
+    if not isinstance(detector, Method):
+        raise TypeError(
+            f"method {name!r}: its build returned a {type(detector).__name__}, which does not "
+            "derive from bench.interface.Method (README: Adding a method)"
+        )
+    return detector
 
 
 def params_dict(params: Any) -> dict[str, object]:

@@ -32,9 +32,8 @@ from bench.util.errors import ConfigError
 
 
 def cpu_only(method: str) -> bool:
-    """Methods that never use a GPU (a detector class may say so with ``cpu_only = True``)."""
-    build = registry.get_method(method).build
-    return bool(getattr(build, "cpu_only", False))
+    """Methods that never use a GPU (their registry entry says ``cpu_only``)."""
+    return registry.get_method(method).cpu_only
 
 
 def task_resources(task: JobTask) -> dict[str, float]:

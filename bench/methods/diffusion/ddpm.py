@@ -35,6 +35,8 @@ torch.Size([2, 1, 28, 28])
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -182,7 +184,8 @@ def unet_train_gflops(unet: UNet2DModel, channels: int, size: int, passes: int =
 
 # -- reconstruction helpers (DiffusionAD, ddpm_recon) ----------------------------------------
 
-SAMPLERS = ("ddpm", "ddim")
+Sampler = Literal["ddpm", "ddim"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
 def eps_toward(scheduler: DDPMScheduler, x_t: Tensor, x0: Tensor, t: Tensor | int) -> Tensor:

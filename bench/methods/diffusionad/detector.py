@@ -77,19 +77,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext
 from bench.methods.diffusion.ddpm import (
-    BETA_SCHEDULES,
     add_noise,
     alpha_bar,
-    build_unet,
     eps_toward,
     make_sampler,
     make_scheduler,
@@ -98,16 +96,18 @@ from bench.methods.diffusion.ddpm import (
     unet_train_gflops,
     x0_from_eps,
 )
+from bench.methods.diffusion.unet_params import check_unet, unet_from, unet_levels
 from bench.methods.diffusionad.segnet import SEGNET_DIVISOR, build_segnet, segmentation_loss
 from bench.methods.diffusionad.synthetic_anomalies import SOURCES, AnomalySynthesizer
-from bench.methods.registry import MethodEntry
-from bench.util.errors import ConfigError
 from bench.util.flops import count_gflops, count_train_gflops
 from bench.util.seeding import image_generators, per_image_randn
 from bench.util.sources import official, ours, suite
+from bench.util.validation import field_check
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_INIT, _SEED_TRAIN, _SEED_SYNTH, _SEED_NOISE = 21, 22, 23, 24
+
+AnomalousNoiseLoss = Literal["large_step", "none"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class DiffusionADParams:
     weight_decay: float = official(0.0, "args/args1.json: weight_decay")
     # small steps 0..t_split-1, large steps t_split..T-1
     t_split: int = official(300, "args/args1.json: less_t_range")
-    anomalous_noise_loss: Literal["large_step", "none"] = official(
+    anomalous_noise_loss: AnomalousNoiseLoss = official(
         "none", "train.py: noise loss on normal samples only; large_step is our variant"
     )
     focal_weight: float = official(5.0, "train.py: 5 * focal + smooth L1")
@@ -168,17 +168,9 @@ class DiffusionADParams:
     infer_batch: int = suite(16, "images per pass; the scores do not depend on it")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
         s, T = self.image_size, self.num_train_timesteps
-
-        def check(ok: bool, field: str, must: str) -> None:
-            if not ok:
-                raise ConfigError(
-                    f"diffusionad.{field} must be {must}, got {getattr(self, field)!r}"
-                )
-
-        levels = len(self.block_out_channels)
-        check(levels >= 1, "block_out_channels", "a non-empty tuple of channel counts")
+        check = field_check("diffusionad", self)
+        levels = unet_levels(check, self)
         divisor = max(SEGNET_DIVISOR, 2 ** (levels - 1))
         check(
             s >= divisor and s % divisor == 0,
@@ -186,15 +178,7 @@ class DiffusionADParams:
             f"a multiple of {divisor} (the segmentation net pools 5 times, the U-Net "
             f"{levels - 1} times)",
         )
-        check(self.norm_num_groups >= 1, "norm_num_groups", ">= 1")
-        check(
-            all(c >= 1 and c % self.norm_num_groups == 0 for c in self.block_out_channels),
-            "block_out_channels",
-            f"positive multiples of norm_num_groups ({self.norm_num_groups})",
-        )
-        check(self.layers_per_block >= 1, "layers_per_block", ">= 1")
-        check(T >= 2, "num_train_timesteps", ">= 2")
-        check(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
+        check_unet(check, self, min_timesteps=2)
         check(self.seg_base_width >= 1, "seg_base_width", ">= 1")
         check(0 <= self.seg_init_prior < 1, "seg_init_prior", "in [0, 1) (0 = default init)")
         check(self.epochs >= 1, "epochs", ">= 1")
@@ -209,11 +193,8 @@ class DiffusionADParams:
         )
         check(self.weight_decay >= 0, "weight_decay", ">= 0")
         check(1 <= self.t_split < T, "t_split", f"in 1..num_train_timesteps-1 (1..{T - 1})")
-        check(
-            self.anomalous_noise_loss in ("large_step", "none"),
-            "anomalous_noise_loss",
-            "large_step or none",
-        )
+        losses = get_args(AnomalousNoiseLoss)
+        check(self.anomalous_noise_loss in losses, "anomalous_noise_loss", " or ".join(losses))
         check(self.focal_weight >= 0, "focal_weight", ">= 0")
         check(self.focal_gamma >= 0, "focal_gamma", ">= 0")
         check(0 <= self.anomaly_probability <= 1, "anomaly_probability", "in [0, 1]")
@@ -296,37 +277,19 @@ def top_k_mean(maps: Tensor, k: int) -> Tensor:
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
 
 
-class DiffusionAD:
-    """DiffusionAD as a :class:`~bench.interface.Detector`.
+class DiffusionAD(Method[DiffusionADParams]):
+    """DiffusionAD as a :class:`~bench.interface.Method`.
 
     Fitted state: ``unet_``, ``segnet_``, ``scheduler_``, ``fit_info_``.
     """
 
     name = "diffusionad"
-
-    def __init__(self, params: DiffusionADParams | None = None):
-        self.params = params if params is not None else DiffusionADParams()
-
-    @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=self.params.grayscale)
+    params_cls = DiffusionADParams
+    gray_from_rgb = "mean"  # not luminance: the scores of colour inputs were measured so
 
     @property
-    def channels(self) -> int:
-        return 1 if self.params.grayscale else 3
-
-    def _prepare(self, images: Tensor) -> Tensor:
-        """[0, 1] images -> the model's channels and size, still in [0, 1]."""
-        x = images.float()
-        c = self.channels
-        if x.shape[1] != c:
-            x = x.mean(1, keepdim=True)
-            x = x.expand(-1, c, -1, -1) if c == 3 else x
-        s = self.params.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return x.contiguous()
+    def grayscale(self) -> bool:
+        return self.params.grayscale
 
     # -- fit -----------------------------------------------------------------------------------
 
@@ -337,21 +300,14 @@ class DiffusionAD:
         self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
-            unet = build_unet(
-                p.image_size,
-                self.channels,
-                p.block_out_channels,
-                p.layers_per_block,
-                p.norm_num_groups,
-                p.attention,
-            )
+            unet = unet_from(p, p.image_size, self.channels)
             segnet = build_segnet(self.channels, p.seg_base_width, p.seg_init_prior)
         self.unet_, self.segnet_ = unet.to(dev), segnet.to(dev)
         self.scheduler_ = make_scheduler(p.num_train_timesteps, p.beta_schedule)
         self.sampler_ = make_sampler("ddim", p.num_train_timesteps, p.beta_schedule)
 
         start = time.perf_counter()
-        images = self._prepare(train.images)
+        images = self.prepare(train.images)
         losses = self._train(images, ctx)
         unet_gflops, seg_gflops = self.train_gflops_per_image()
         seg_epochs = p.epochs - p.seg_warmup_epochs
@@ -518,7 +474,7 @@ class DiffusionAD:
         # Per image, from the job's seed and the image's name: a score depends on that image,
         # the fitted model and nothing else (not the set, its order or the batch size).
         gens = image_generators(self.noise_seed_, list(test.names), self.device_)
-        x = self._prepare(test.images) * 2 - 1
+        x = self.prepare(test.images) * 2 - 1
         b = p.infer_batch
         maps = torch.cat(
             [

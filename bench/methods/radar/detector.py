@@ -77,25 +77,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
-from kornia.color import rgb_to_grayscale
 from torch import Tensor
 
-from bench.interface import ImageSet, InputSpec, Prediction, RunContext
+from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContext
 from bench.methods.diffusion.ddpm import (
-    BETA_SCHEDULES,
     add_noise,
-    build_unet,
     make_scheduler,
     noise_prediction_loss,
     padding_to_multiple,
     unet_train_gflops,
     x0_from_eps,
 )
+from bench.methods.diffusion.unet_params import check_unet, unet_from, unet_levels
 from bench.methods.radar.features import anomaly_map, blur, blur_kernel_size, image_features
 from bench.methods.radar.patches import (
     chunk_for_memory,
@@ -111,22 +109,30 @@ from bench.methods.radar.scoring import (
     RawScorer,
     Scorer,
 )
-from bench.methods.registry import MethodEntry
 from bench.util.errors import ConfigError
 from bench.util.flops import count_gflops
 from bench.util.hashing import stable_hash
 from bench.util.seeding import image_generators, per_image_randn
 from bench.util.sources import ours, paper, suite
 from bench.util.timing import PeakMemory
+from bench.util.validation import field_check
 
 log = logging.getLogger(__name__)
 
 # Offsets of RunContext.generator: one independent stream per purpose.
 _SEED_INIT, _SEED_TRAIN, _SEED_NOISE, _SEED_SUBSET = 11, 12, 13, 14
 
-SCORERS = ("iforest", "gaussian", "irf", "raw")
-PRECISIONS = ("train", "fp32", "tf32", "bf16", "fp16")
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+TrainPrecision = Literal["fp32", "bf16"]
+InferPrecision = Literal["train", "fp32", "tf32", "bf16", "fp16"]
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+InferenceMode = Literal["patches", "full"]
+ScorerName = Literal["iforest", "gaussian", "irf", "raw"]
+GaussianCovariance = Literal["full", "diagonal", "ledoitwolf"]
+IrfFeatures = Literal["pixel", "patch"]
+IrfReduce = Literal["max", "topk"]
+SCORERS: tuple[str, ...] = get_args(ScorerName)
+PRECISIONS: tuple[str, ...] = get_args(InferPrecision)
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 # torch.compile modes that replay CUDA graphs (on a CUDA device).
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -197,7 +203,7 @@ class RadarParams:
     batch_size: int = ours(512, "batch size not reported")
     lr: float = ours(1e-4, "optimiser not reported: AdamW at the usual DDPM rate")
     weight_decay: float = ours(0.0, "optimiser not reported")
-    precision: Literal["fp32", "bf16"] = suite("fp32", "bf16 autocast, on CUDA only")
+    precision: TrainPrecision = suite("fp32", "bf16 autocast, on CUDA only")
     # inference
     t: int = paper(1, "t = 1 (a diffusers index: 0 is the first noising step, see above)")
     infer_stride: int = paper(1, "experimental setup: stride 1 at test time too")
@@ -205,37 +211,29 @@ class RadarParams:
     # pixels); halved on a CUDA out-of-memory. 0 = automatic: what fits the GPU, a fixed CPU size.
     infer_batch: int = suite(1024, "patches per U-Net pass; the scores do not depend on it")
     # Inference fast paths (the defaults are the plain path; see the class docstring).
-    infer_precision: Literal["train", "fp32", "tf32", "bf16", "fp16"] = suite(
-        "train", "fast path: autocast precision"
-    )
+    infer_precision: InferPrecision = suite("train", "fast path: autocast precision")
     channels_last: bool = suite(False, "fast path")
-    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = suite(
-        "none", "fast path: torch.compile"
-    )
-    inference: Literal["patches", "full"] = suite(
-        "patches", "full: our fast path, the U-Net on the whole image"
-    )
+    compile: CompileMode = suite("none", "fast path: torch.compile")
+    inference: InferenceMode = suite("patches", "full: our fast path, the U-Net on the whole image")
     full_tile: int = suite(0, "full mode: 0 = one pass per image, else tiles, half overlap")
     # features and scorer
     blur_sigma: float = ours(1.0, "the paper blurs the noise map; sigma not reported; 0 = off")
     window: int = ours(8, "the paper takes a max local L2 norm; window size not reported")
-    scorer: Literal["iforest", "gaussian", "irf", "raw"] = paper(
+    scorer: ScorerName = paper(
         "iforest", "IsolationForest on the two features; the others are our variants"
     )
     contamination: float = paper(0.05, "IsolationForest contamination 0.05")
     n_estimators: int = ours(100, "not reported: scikit-learn's default")
     quantile: float = suite(0.95, "gaussian, irf, raw: own threshold = this training quantile")
-    gaussian_covariance: Literal["full", "diagonal", "ledoitwolf"] = suite(
-        "full", "scorer=gaussian (our variant)"
-    )
-    irf_features: Literal["pixel", "patch"] = suite(
+    gaussian_covariance: GaussianCovariance = suite("full", "scorer=gaussian (our variant)")
+    irf_features: IrfFeatures = suite(
         "pixel", "scorer=irf, our reading of OSD-IRF: per-position Gaussian, or pooled patches"
     )
     irf_patch: int = suite(3, "scorer=irf, irf_features=patch: neighbourhood size")
     irf_covariance: Literal["diagonal", "ledoitwolf"] = suite(
         "diagonal", "scorer=irf (ledoitwolf: irf_features=patch only)"
     )
-    irf_reduce: Literal["max", "topk"] = suite("max", "scorer=irf: image score from the map")
+    irf_reduce: IrfReduce = suite("max", "scorer=irf: image score from the map")
     irf_topk: int = suite(10, "scorer=irf, irf_reduce=topk: pixels averaged")
     irf_blur_sigma: float = suite(
         1.0, "scorer=irf: Gaussian blur of the field x0 - x0_hat, our addition; 0 = off"
@@ -243,19 +241,11 @@ class RadarParams:
     scorer_images: int = suite(0, "training images the scorer is fitted on; 0 = all of them")
 
     def __post_init__(self) -> None:
-        # The registry passes lists for tuple fields given as Python values.
-        object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
         s = self.image_size
-
-        def check(ok: bool, field: str, must: str) -> None:
-            if not ok:
-                raise ConfigError(f"radar.{field} must be {must}, got {getattr(self, field)!r}")
-
+        check = field_check("radar", self)
         check(s >= 8, "image_size", ">= 8")
         check(1 <= self.patch_size <= s, "patch_size", f"between 1 and image_size ({s})")
-        levels = len(self.block_out_channels)
-        check(levels >= 1, "block_out_channels", "a non-empty tuple of channel counts")
-        factor = 2 ** (levels - 1)
+        factor = 2 ** (unet_levels(check, self) - 1)
         # Any size: a patch the U-Net cannot halve evenly is reflect-padded up to a multiple of
         # `factor` (Radar.unet_multiple); reflection needs the padding smaller than the patch.
         check(
@@ -263,15 +253,7 @@ class RadarParams:
             "patch_size",
             f"large enough to reflect-pad up to a multiple of {factor}",
         )
-        check(self.norm_num_groups >= 1, "norm_num_groups", ">= 1")
-        check(
-            all(c >= 1 and c % self.norm_num_groups == 0 for c in self.block_out_channels),
-            "block_out_channels",
-            f"positive multiples of norm_num_groups ({self.norm_num_groups})",
-        )
-        check(self.layers_per_block >= 1, "layers_per_block", ">= 1")
-        check(self.num_train_timesteps >= 1, "num_train_timesteps", ">= 1")
-        check(self.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
+        check_unet(check, self, min_timesteps=1)
         check(self.train_stride >= 1, "train_stride", ">= 1")
         check(
             0 <= self.train_max_t <= self.num_train_timesteps,
@@ -282,7 +264,8 @@ class RadarParams:
         check(self.batch_size >= 1, "batch_size", ">= 1")
         check(self.lr > 0, "lr", "> 0")
         check(self.weight_decay >= 0, "weight_decay", ">= 0")
-        check(self.precision in ("fp32", "bf16"), "precision", "fp32 or bf16")
+        precisions = get_args(TrainPrecision)
+        check(self.precision in precisions, "precision", " or ".join(precisions))
         check(
             0 <= self.t < self.num_train_timesteps,
             "t",
@@ -296,7 +279,8 @@ class RadarParams:
         check(self.infer_batch >= 0, "infer_batch", ">= 0 (0 = automatic)")
         check(self.infer_precision in PRECISIONS, "infer_precision", f"one of {PRECISIONS}")
         check(self.compile in COMPILE_MODES, "compile", f"one of {COMPILE_MODES}")
-        check(self.inference in ("patches", "full"), "inference", "patches or full")
+        modes = get_args(InferenceMode)
+        check(self.inference in modes, "inference", " or ".join(modes))
         if self.full_tile:  # any size: reflect-padded like the patches
             check(
                 self.patch_size <= self.full_tile <= s,
@@ -316,9 +300,10 @@ class RadarParams:
         check(0 < self.contamination <= 0.5, "contamination", "in (0, 0.5]")
         check(self.n_estimators >= 1, "n_estimators", ">= 1")
         check(0 < self.quantile < 1, "quantile", "in (0, 1)")
-        covs = ("full", "diagonal", "ledoitwolf")
+        covs = get_args(GaussianCovariance)
         check(self.gaussian_covariance in covs, "gaussian_covariance", f"one of {covs}")
-        check(self.irf_features in ("pixel", "patch"), "irf_features", "pixel or patch")
+        features = get_args(IrfFeatures)
+        check(self.irf_features in features, "irf_features", " or ".join(features))
         check(1 <= self.irf_patch <= s, "irf_patch", f"between 1 and image_size ({s})")
         check(
             self.irf_covariance == "diagonal"
@@ -326,7 +311,8 @@ class RadarParams:
             "irf_covariance",
             "diagonal, or ledoitwolf with irf_features=patch",
         )
-        check(self.irf_reduce in ("max", "topk"), "irf_reduce", "max or topk")
+        reduces = get_args(IrfReduce)
+        check(self.irf_reduce in reduces, "irf_reduce", " or ".join(reduces))
         check(1 <= self.irf_topk <= s * s, "irf_topk", f"between 1 and image_size^2 ({s * s})")
         check(self.scorer_images == 0 or self.scorer_images >= 2, "scorer_images", "0 or >= 2")
 
@@ -350,8 +336,8 @@ def _device_generator(ctx: RunContext, offset: int, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(ctx.generator(offset).initial_seed())
 
 
-class Radar:
-    """RADAR as a :class:`~bench.interface.Detector`: ``fit`` on normal images, ``predict``.
+class Radar(Method[RadarParams]):
+    """RADAR as a :class:`~bench.interface.Method`: ``fit`` on normal images, ``predict``.
 
     Fitted state (after ``fit``): ``unet_``, ``scheduler_``, ``scorer_``, ``train_loss_`` (final
     moving average of the training loss) and ``fit_info_`` (a dict for the result record);
@@ -366,14 +352,7 @@ class Radar:
     """
 
     name = "radar"
-
-    def __init__(self, params: RadarParams | None = None):
-        self.params = params if params is not None else RadarParams()
-
-    @property
-    def input_spec(self) -> InputSpec:
-        s = self.params.image_size
-        return InputSpec((s, s), grayscale=True)
+    params_cls = RadarParams
 
     @property
     def flags(self) -> list[str]:
@@ -388,15 +367,7 @@ class Radar:
 
     def _prepare(self, images: Tensor) -> Tensor:
         """[0, 1] images of any size and colour -> grayscale, image_size, scaled to [-1, 1]."""
-        x = images.float()
-        if x.shape[1] == 3:
-            x = rgb_to_grayscale(x)
-        elif x.shape[1] != 1:
-            x = x.mean(1, keepdim=True)
-        s = self.params.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return x * 2.0 - 1.0
+        return self.prepare(images) * 2.0 - 1.0
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         """Training's autocast dtype (``precision``)."""
@@ -695,15 +666,7 @@ class Radar:
         return self
 
     def _build_unet(self) -> UNet2DModel:
-        p = self.params
-        return build_unet(
-            p.patch_size,
-            1,
-            p.block_out_channels,
-            p.layers_per_block,
-            p.norm_num_groups,
-            p.attention,
-        )
+        return unet_from(self.params, self.params.patch_size, 1)
 
     def _train(self, x: Tensor, ctx: RunContext, share: float) -> dict[str, object]:
         """The noise-prediction loss on random patches.
