@@ -116,3 +116,13 @@ def bench_output(argv: list[str], capsys: object) -> tuple[int, str, str]:
     code = bench_exit_code(argv)
     out = capsys.readouterr()  # type: ignore[attr-defined]
     return code, out.out, out.err
+
+
+def use_dataset(monkeypatch, make) -> None:
+    """Make every dataset ``make(spec, root)``: where a run validates its datasets up front
+    (:func:`bench.execution.runner.prepare`) and where each job loads one
+    (:func:`bench.execution.job.run_job`)."""
+    from bench.execution import job, runner
+
+    monkeypatch.setattr(runner, "make_dataset", make)
+    monkeypatch.setattr(job, "make_dataset", make)

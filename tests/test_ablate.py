@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import bench_output as bench
+from helpers import use_dataset
 
 from bench.datasets.synthetic import SyntheticDataset
 from bench.execution import runner
@@ -47,7 +48,7 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def make(spec: str, root: object) -> SyntheticDataset:
         return SyntheticDataset("brick", n_train=6, n_test_good=3, n_test_anomalous=3, size=32)
 
-    monkeypatch.setattr(runner, "make_dataset", make)
+    use_dataset(monkeypatch, make)
 
 
 def config(**kw: object) -> RunConfig:

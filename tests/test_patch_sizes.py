@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import bench_output as bench
+from helpers import use_dataset
 
 from bench.datasets.synthetic import SyntheticDataset
-from bench.execution import runner
 from bench.interface import ImageSet, RunContext
 from bench.methods.diffusion.ddpm import build_unet, padded_unet, padding_to_multiple
 from bench.methods.radar.detector import Radar, RadarParams
@@ -117,7 +117,7 @@ def data_48px(monkeypatch: pytest.MonkeyPatch) -> None:
     def make(spec: str, root: object) -> SyntheticDataset:
         return SyntheticDataset("brick", n_train=10, n_test_good=2, n_test_anomalous=2, size=48)
 
-    monkeypatch.setattr(runner, "make_dataset", make)
+    use_dataset(monkeypatch, make)
 
 
 def test_the_reference_ablation_grid_runs_on_the_cpu_as_written(

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from helpers import bench_output as bench
+from helpers import use_dataset
 
 from bench.datasets.synthetic import SyntheticDataset
 from bench.evaluation.metrics import DECISION_METRICS, metric_directions
@@ -181,7 +182,7 @@ class _Data:
 
 
 def _run(tmp_path: Path, monkeypatch, methods: list[str], sets: dict, flip: bool) -> list[dict]:
-    monkeypatch.setattr(runner, "make_dataset", lambda spec, root=None: _Data(flip))
+    use_dataset(monkeypatch, lambda spec, root=None: _Data(flip))
     cfg = RunConfig(methods=methods, sets=sets, device="cpu", threads=1, timing_repeats=1)
     out = runner.run(cfg, results_dir=tmp_path / ("flipped" if flip else "plain"))
     assert all(r["status"] == "ok" for r in out.records), [r.get("error") for r in out.records]
@@ -256,7 +257,7 @@ def test_bad_protocol_flags_are_one_line_errors(flags, expected, tmp_path, capsy
 
 
 def test_oracle_rule_is_labelled_in_the_table_and_flags(tmp_path, capsys, meandiff, monkeypatch):
-    monkeypatch.setattr(runner, "make_dataset", lambda spec, root=None: _Data(False))
+    use_dataset(monkeypatch, lambda spec, root=None: _Data(False))
     argv = ["run", "--methods", meandiff, "--threshold", "oracle", "--timing-repeats", "1"]
     argv += ["--results-dir", str(tmp_path)]
     code, out, err = bench(argv, capsys)
@@ -285,7 +286,7 @@ def test_protocol_paper_is_own_rule_without_hold_out() -> None:
 
 
 def test_protocol_paper_trains_on_every_normal_and_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runner, "make_dataset", lambda spec, root=None: _Data(False))
+    use_dataset(monkeypatch, lambda spec, root=None: _Data(False))
     base = ["run", "--methods", "iforest", "--timing-repeats", "1", "--device", "cpu"]
     records = {}
     for protocol in ("suite", "paper"):

@@ -101,17 +101,19 @@ def default_threads() -> int:
 
 
 @dataclass
-class RunConfig:
+class JobsConfig:
+    """What every grid of jobs is asked for, by ``bench run`` / ``bench ablate``
+    (:class:`RunConfig`) and ``bench speed`` (:class:`bench.execution.speed.SpeedConfig`):
+    the fields the one-job pipeline (:mod:`bench.execution.job`) reads. Field names are the
+    keys of a manifest's ``config``; a subclass adds only its own settings."""
+
     methods: list[str]
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
-    seeds: list[int] = field(default_factory=lambda: [0])
     preset: str = "auto"
     device: str = "auto"
     sets: dict[str, dict[str, str]] = field(default_factory=dict)
     data_root: Path | None = None
     threads: int = field(default_factory=default_threads)
-    timing_repeats: int = 5
-    timing_warmup: int = 1
     # The threshold protocol (bench.evaluation.protocol): --threshold, --calibration-fraction,
     # --target-fpr.
     threshold: str = DEFAULT_RULE
@@ -123,10 +125,32 @@ class RunConfig:
         """The validated threshold protocol (ConfigError naming the flag when out of range)."""
         return ThresholdProtocol(self.threshold, self.calibration_fraction, self.target_fpr)
 
+    @property
+    def config_hash(self) -> str:
+        """Identity of the run (each subclass says which of its settings belong to it)."""
+        raise NotImplementedError
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["data_root"] = None if self.data_root is None else str(self.data_root)
         return d
+
+    def job_data_root(self, dataset: str) -> str | None:
+        """The data root that is part of a job's identity: none for the generated synthetic
+        sets (they read no files, so the folder cannot change their numbers), else the
+        resolved ``--data-root``."""
+        if dataset.startswith("synthetic") or self.data_root is None:
+            return None
+        return str(Path(self.data_root).resolve())
+
+
+@dataclass
+class RunConfig(JobsConfig):
+    """What ``bench run`` (and ``bench ablate``) was asked for."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    timing_repeats: int = 5
+    timing_warmup: int = 1
 
     @property
     def config_hash(self) -> str:
@@ -193,18 +217,8 @@ def expand_jobs(cfg: RunConfig, device: torch.device) -> list[JobSpec]:
         m: registry.params_dict(registry.build_params(m, preset, cfg.sets.get(m)))
         for m in cfg.methods
     }
-    root = None if cfg.data_root is None else str(Path(cfg.data_root).resolve())
     return [
-        JobSpec(
-            m,
-            params[m],
-            preset,
-            d,
-            s,
-            device.type,
-            None if d.startswith("synthetic") else root,
-            threshold=protocol,
-        )
+        JobSpec(m, params[m], preset, d, s, device.type, cfg.job_data_root(d), threshold=protocol)
         for d in cfg.datasets
         for m in cfg.methods
         for s in cfg.seeds

@@ -1,20 +1,27 @@
-"""Time every method on one device in one process: fit, quality, latency and throughput.
+"""``bench speed``: time every method on one device, through the runner's job pipeline.
 
-Per (dataset, method, variant) job, in this order: seed -> load the data at the method's input
-spec -> hold out the calibration normals (:mod:`bench.evaluation.protocol`, as ``bench run`` does)
--> fit (timed, peak memory) -> predict the evaluation images once (quality under the threshold
-protocol; ``eval_images`` > 0 scores a seeded, label-stratified subset of the test set to bound
-the time of slow variants) -> for each batch size, ``warmup`` untimed calls of
-``predict`` on that many test images (cycled when the test set is smaller), one pilot call
+A ``bench speed`` job is a job of the runner (:class:`bench.execution.runner.JobLoop` and the
+one-job pipeline :func:`bench.execution.job.run_job`: seed, load at the method's input spec,
+hold out the calibration normals as ``bench run`` does, fit (timed, peak memory), predict the
+evaluation images once (quality under the threshold protocol), one record; claims and the
+launchers apply as for ``bench run``) with its own timing phase, :class:`SweepTiming`, in place
+of the single-image latency. ``eval_images`` > 0 scores a seeded, label-stratified subset of the
+test set to bound the time of slow variants. Then, for each batch size, ``warmup`` untimed calls
+of ``predict`` on that many test images (cycled when the test set is smaller), one pilot call
 (peak memory is read there, so that no sampling thread runs while the clock does), then timed
-calls, each synchronised (:func:`bench.util.timing.measure_latency`): ``repeats`` of them at batch 1
-(the latency: median and p95), and at larger batches as many as fit in ``budget_s`` seconds
-(at least :data:`MIN_REPEATS`, at most ``repeats``; at most 2 warm-up calls, which is enough
-for new shapes). ``auto`` is the whole evaluation set in one call (at most
+calls, each synchronised (:func:`bench.util.timing.measure_latency`): ``repeats`` of them at
+batch 1 (the latency: median and p95), and at larger batches as many as fit in ``budget_s``
+seconds (at least :data:`MIN_REPEATS`, at most ``repeats``; at most 2 warm-up calls, which is
+enough for new shapes). ``auto`` is the whole evaluation set in one call (at most
 :data:`AUTO_BATCH_CAP` images): the method's own batching. A batch size whose calls would
 take longer than ``budget_s / MIN_REPEATS`` each (estimated from the batch before it) is
 skipped and marked so in the record: patch-mode RADAR in fp32 would otherwise spend minutes
 per variant on batches that cannot be faster per image than the ones measured.
+
+Jobs run in order, one at a time, per (dataset, method, variant): a ladder rung
+(:mod:`bench.execution.speed_ladder`) builds on the fastest rung measured before it, and jobs
+timed side by side would disturb each other. Every job is measured again on every call
+(``force``): its identity, shared with resuming, leaves out the timing settings.
 
 Each job writes one record (``kind: "speed"``) with the runner's fields (``timing``,
 ``metrics``, ``gflops_per_image``, ``fit_info``, ``inference``, ``flags``, ...) so ``bench report``
@@ -22,7 +29,8 @@ reads it like any other, plus a ``speed`` block: every batch size's numbers, the
 and the FLOP floor (:mod:`bench.execution.speed_floor`). In the ``timing`` block ``ms_per_image``
 and ``ms_per_image_p95`` are batch 1, ``images_per_s`` the best batch. RADAR's variants share one
 trained U-Net through the run's cache (:data:`bench.methods.radar.detector.TRAINING_FIELDS`), so a
-ladder trains once.
+ladder trains once. The run's manifest (``kind: "speed"``) keeps the configurations of earlier
+``bench speed`` calls into the same folder.
 """
 
 from __future__ import annotations
@@ -32,55 +40,52 @@ import gc
 import math
 import re
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from bench.datasets import make_dataset
 from bench.datasets.base import Dataset
-from bench.evaluation.protocol import (
-    DEFAULT_CALIBRATION_FRACTION,
-    DEFAULT_RULE,
-    DEFAULT_TARGET_FPR,
-    ThresholdProtocol,
-    calibration_split,
-)
-from bench.execution.config import default_threads, resolve_device
-from bench.execution.provenance import device_name, environment, git_commit
-from bench.execution.runner import (
-    data_fields,
-    describe_failure,
-    evaluation_fields,
-    job_context,
-    record_head,
-    write_side_files,
-)
+from bench.evaluation.protocol import ThresholdProtocol
+from bench.execution.config import JobsConfig, resolve_device
+from bench.execution.job import FitPredict, JobLike, ProgressFn, Timing, now, silent
+from bench.execution.runner import DEFAULT_RESULTS, JobLoop, RunOutcome, manifest_head
 from bench.execution.speed_floor import floor_ms, peak_for
 from bench.execution.speed_ladder import Ladder, check_variants, rungs_for
 from bench.interface import ImageSet, InputSpec, Method
 from bench.methods import registry
-from bench.store.runs import RunStore, open_run_folder
+from bench.store.runs import open_run_folder
 from bench.util.errors import ConfigError
 from bench.util.hashing import stable_hash
-from bench.util.seeding import seed_everything
 from bench.util.timing import PeakMemory, Stopwatch, measure_latency, timed
 
-DEFAULT_RESULTS = Path("results/runs")
+if TYPE_CHECKING:
+    from bench.execution.launchers import Launcher
+
+__all__ = [
+    "DEFAULT_RESULTS",
+    "SpeedConfig",
+    "SpeedJob",
+    "SweepTiming",
+    "cycled",
+    "eval_subset",
+    "parse_batches",
+    "run_speed",
+    "speed_job",
+    "time_batch",
+]
+
 DEFAULT_BATCHES = "1,8,32,64,auto"
 MIN_REPEATS = 3
 AUTO_BATCH_CAP = 256
 
 Batch = int | str  # a number of images, or "auto"
-ProgressFn = Callable[[str], None]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+#: What ``bench speed`` shows of a job's progress: its messages.
+MessageFn = Callable[[str], None]
 
 
 def parse_batches(text: str) -> list[Batch]:
@@ -105,14 +110,9 @@ def parse_batches(text: str) -> list[Batch]:
 
 
 @dataclass
-class SpeedConfig:
-    """What ``bench speed`` was asked for."""
+class SpeedConfig(JobsConfig):
+    """What ``bench speed`` was asked for: the fields of every run, and how to time."""
 
-    methods: list[str]
-    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
-    preset: str = "auto"
-    device: str = "auto"
-    sets: dict[str, dict[str, str]] = field(default_factory=dict)
     variants: str = "none"
     repeats: int = 50
     warmup: int = 5
@@ -120,12 +120,7 @@ class SpeedConfig:
     budget_s: float = 20.0
     eval_images: int = 0  # 0 = the whole test set
     seed: int = 0
-    threads: int = field(default_factory=default_threads)
     peak_tflops: float | None = None  # None: from the device name (bench.execution.speed_floor)
-    data_root: Path | None = None
-    threshold: str = DEFAULT_RULE
-    calibration_fraction: float = DEFAULT_CALIBRATION_FRACTION
-    target_fpr: float = DEFAULT_TARGET_FPR
 
     def __post_init__(self) -> None:
         for flag, value, low in (
@@ -144,13 +139,8 @@ class SpeedConfig:
             raise ConfigError(f"--peak-tflops {self.peak_tflops}: expected a positive number")
 
     @property
-    def protocol(self) -> ThresholdProtocol:
-        return ThresholdProtocol(self.threshold, self.calibration_fraction, self.target_fpr)
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d["data_root"] = None if self.data_root is None else str(self.data_root)
-        return d
+    def seeds(self) -> list[int]:
+        return [self.seed]
 
     @property
     def config_hash(self) -> str:
@@ -160,16 +150,6 @@ class SpeedConfig:
         label = "-".join(["speed", *self.methods[:3], *(d.split(":")[-1] for d in self.datasets)])
         label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:60]
         return f"{label}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-@dataclass
-class SpeedOutcome:
-    run_dir: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") != "ok"]
 
 
 def eval_subset(test: ImageSet, n: int, seed: int) -> ImageSet:
@@ -257,14 +237,49 @@ class SpeedJob:
     def params_hash(self) -> str:
         return stable_hash({"method": self.method, "params": self.params})
 
+    @property
+    def record_extra(self) -> dict[str, object]:
+        return {"kind": "speed", "variant": self.variant}
+
+    def label(self) -> str:
+        return f"{self.method} [{self.variant}] · {self.dataset}"
+
+
+def speed_job(
+    cfg: SpeedConfig,
+    method: str,
+    variant: str,
+    changes: dict[str, Any],
+    preset: str,
+    dataset: str,
+    device_type: str,
+) -> SpeedJob:
+    """The job of one (method, variant, dataset): the preset, ``--set``, then the variant's
+    changes on top (a ladder rung's, which depend on the rungs measured before it)."""
+    params = registry.build_params(method, preset, {**cfg.sets.get(method, {}), **changes})
+    return SpeedJob(
+        method,
+        variant,
+        registry.params_dict(params),
+        preset,
+        dataset,
+        cfg.seed,
+        device_type,
+        cfg.job_data_root(dataset),
+        cfg.protocol,
+    )
+
 
 # The splits loaded for the dataset being measured, by (dataset, split, input spec, seed): every
-# variant of a method reads the same images, and decoding a real dataset takes seconds.
+# variant of a method reads the same images, and decoding a real dataset takes seconds. Only one
+# dataset's splits are kept: jobs come dataset by dataset.
 _LOADED: dict[tuple[str, str, InputSpec, int], ImageSet] = {}
 
 
 def _load(dataset: Dataset, spec: str, split: str, input_spec: InputSpec, seed: int) -> ImageSet:
     key = (spec, split, input_spec, seed)
+    if any(other[0] != spec for other in _LOADED):
+        _LOADED.clear()
     if key not in _LOADED:
         _LOADED[key] = dataset.load(split, input_spec, seed)
     return _LOADED[key]
@@ -280,41 +295,32 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_job(
-    job: SpeedJob,
-    cfg: SpeedConfig,
-    device: torch.device,
-    store: RunStore,
-    run_id: str,
-    progress: ProgressFn,
-) -> dict[str, Any]:
-    """Fit, score and time one job; the record (status ``failed`` with the error if it broke)."""
-    record: dict[str, Any] = {
-        "kind": "speed",
-        "variant": job.variant,
-        **record_head(job, run_id, device, cfg),
+@dataclass(frozen=True)
+class SweepTiming(Timing):
+    """``bench speed``'s timing phase: latency repeats and the batch sweep (module docstring)."""
+
+    cfg: SpeedConfig
+
+    notes: ClassVar[dict[str, tuple[str, float]]] = {
+        "load": ("loading data", 0.0),
+        "fit": ("fitting", 0.0),
+        "predict": ("scoring the test images", 0.9),
     }
-    detector = None
-    try:
-        seed_everything(job.seed, cfg.threads)
-        dataset = make_dataset(job.dataset, cfg.data_root)
-        params = registry.build_params(job.method, "paper", job.params)
-        detector = registry.build_detector(job.method, params)
-        ctx = job_context(job, device, store, _throttled(progress))
-        progress("loading data")
-        train = _load(dataset, job.dataset, "train", detector.input_spec, job.seed)
-        test = _load(dataset, job.dataset, "test", detector.input_spec, job.seed)
-        split = calibration_split(train.names, job.threshold.calibration_fraction, job.seed)
-        calibration = train.subset(split.calibration_index) if split.n_calibration else None
-        scored = eval_subset(test, cfg.eval_images, job.seed)
-        record.update(data_fields(dataset, train, split, scored))
-        progress("fitting")
-        with PeakMemory(device) as fit_mem, timed(device) as fit_clock:
-            detector.fit(train.subset(split.fit_index), ctx)
-        progress("scoring the test images")
-        with PeakMemory(device) as predict_mem, timed(device) as predict_clock:
-            pred = detector.predict(scored)
-        cal_pred = detector.predict(calibration) if calibration is not None else None
+    records_local_launcher: ClassVar[bool] = False
+
+    def load(self, dataset: Dataset, spec: JobLike, split: str, input_spec: InputSpec) -> ImageSet:
+        return _load(dataset, spec.dataset, split, input_spec, spec.seed)
+
+    def evaluated(self, test: ImageSet, seed: int) -> ImageSet:
+        return eval_subset(test, self.cfg.eval_images, seed)
+
+    def method_progress(self, progress: ProgressFn) -> ProgressFn:
+        return _throttled(progress)
+
+    def measure(
+        self, detector: Any, test: ImageSet, device: torch.device, progress: ProgressFn
+    ) -> list[dict[str, Any]]:
+        cfg, scored = self.cfg, test
         rows: list[dict[str, Any]] = []
         seconds_per_image = 0.0  # of the last batch size measured
         for batch in cfg.batches:
@@ -330,7 +336,7 @@ def measure_job(
                     }
                 )
                 continue
-            progress(f"timing batch {batch}")
+            progress(f"timing batch {batch}", 0.95)
             row = time_batch(
                 detector.predict,
                 cycled(scored, size),
@@ -341,30 +347,25 @@ def measure_job(
             )
             rows.append({"label": str(batch), **row})
             seconds_per_image = row["ms_per_image"] / 1000.0
-        record.update(
-            _speed_fields(
-                rows, detector, test, cfg, record["device_name"], fit_mem, predict_mem, fit_clock
-            )
-        )
-        record["timing"]["predict_s"] = predict_clock.elapsed
-        record.update(evaluation_fields(job, detector, scored, pred, split, cal_pred))
-        if cfg.eval_images and len(scored) < len(test):
-            record["flags"].append(f"eval:subset={len(scored)}/{len(test)}")
-        write_side_files(store, job.job_id, scored, pred, calibration, cal_pred)
-        record["status"] = "ok"
-        record["error"] = record["error_kind"] = None
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # a failed variant is a result too; the others go on
-        record["status"] = "failed"
-        record["error_kind"], record["error"] = describe_failure(exc)
-        record["traceback"] = traceback.format_exc()
-    finally:
-        del detector
+        return rows
+
+    def fields(
+        self,
+        measured: list[dict[str, Any]],
+        detector: Any,
+        test: ImageSet,
+        costs: FitPredict,
+        device_name: str,
+    ) -> dict[str, Any]:
+        out = _speed_fields(
+            measured, detector, test, self.cfg, device_name, costs.fit_mem, costs.predict_mem,
+            costs.fit_clock,
+        )  # fmt: skip
+        out["timing"]["predict_s"] = costs.predict_clock.elapsed
+        return out
+
+    def release(self, device: torch.device) -> None:
         _free(device)
-    record["finished_at"] = _now()
-    store.write_record(record)
-    return record
 
 
 def _speed_fields(
@@ -419,11 +420,20 @@ def run_speed(
     results_dir: Path = DEFAULT_RESULTS,
     run_id: str | None = None,
     name: str | None = None,
-    on_job_start: Callable[[str, str, str], ProgressFn] | None = None,
+    on_job_start: Callable[[str, str, str], MessageFn] | None = None,
     on_job_end: Callable[[dict[str, Any]], None] | None = None,
-) -> SpeedOutcome:
-    """Every (dataset, method, variant) job of ``cfg``, in order, into one run folder."""
-    device = resolve_device(cfg.device)
+    force: bool = True,
+    launcher: Launcher | None = None,
+) -> RunOutcome:
+    """Every (dataset, method, variant) job of ``cfg``, in order, into one run folder.
+
+    ``force`` (``bench speed``): measure every job again, even one with a finished record in
+    the folder (a job's identity leaves out the timing settings, so that record may hold other
+    measurements); ``False`` resumes instead, skipping finished jobs. ``launcher``
+    (:mod:`bench.execution.launchers`) runs each job elsewhere, still one at a time.
+    """
+    target = launcher.target_device(cfg) if launcher is not None else None
+    device = resolve_device(cfg.device) if target is None else target
     preset = registry.resolve_preset(cfg.preset, device.type)
     _ = cfg.protocol  # validates --threshold and friends before any work
     for method in cfg.sets:
@@ -438,51 +448,40 @@ def run_speed(
     # A second `bench speed` into the same run folder adds to it (and reuses its trained U-Nets):
     # the jobs, configs and creation time of the earlier ones are kept.
     before = store.read_manifest() or {}
-    config = {**cfg.to_json(), "sets": cfg.sets}
     manifest = {
-        "run_id": run_id,
+        **manifest_head(cfg, run_id, device, cfg.seeds),
         "kind": "speed",
         "name": name or before.get("name"),
-        "config": config,
         "earlier_configs": [*before.get("earlier_configs", []), before["config"]]
         if before.get("config")
         else [],
-        "config_hash": cfg.config_hash,
-        "preset": preset,
-        "seeds": [cfg.seed],
-        "device": str(device),
-        "device_name": device_name(device),
-        "git_commit": git_commit(Path.cwd()),
-        "environment": environment(),
-        "created_at": before.get("created_at", _now()),
-        "resumed_at": _now() if before else None,
+        "created_at": before.get("created_at", now()),
+        "resumed_at": now() if before else None,
         "finished_at": None,
         "jobs": list(before.get("jobs", [])),
+        **({"launcher": launcher.describe()} if launcher is not None else {}),
     }
     store.write_manifest(manifest)
-    outcome = SpeedOutcome(store.run_dir)
-    root = None if cfg.data_root is None else str(Path(cfg.data_root).resolve())
+
+    def start(job: SpeedJob, index: int, total: int) -> ProgressFn:
+        if on_job_start is None:
+            return silent
+        show = on_job_start(job.method, job.variant, job.dataset)
+        return lambda message, fraction: show(message)
+
+    loop = JobLoop(store, cfg, device, run_id, SweepTiming(cfg), force, start)
     try:
         for dataset in cfg.datasets:
             for method in cfg.methods:
                 ladder = Ladder()
                 for rung in rungs_for(method, cfg.variants, device.type):
                     changes = ladder.changes_for(rung)
-                    overrides = {**cfg.sets.get(method, {}), **changes}
-                    params = registry.build_params(method, preset, overrides)
-                    job = SpeedJob(
-                        method,
-                        rung.name,
-                        registry.params_dict(params),
-                        preset,
-                        dataset,
-                        cfg.seed,
-                        device.type,
-                        None if dataset.startswith("synthetic") else root,
-                        cfg.protocol,
-                    )
-                    progress = on_job_start(method, rung.name, dataset) if on_job_start else _silent
-                    record = measure_job(job, cfg, device, store, run_id, progress)
+                    job = speed_job(cfg, method, rung.name, changes, preset, dataset, device.type)
+                    seen = len(loop.outcome.records)
+                    loop.run([job], launcher)
+                    if len(loop.outcome.records) == seen:  # submitted, not waited for
+                        continue
+                    record = loop.outcome.records[-1]
                     ms = {
                         b["batch"]: b["ms_per_image"]
                         for b in (record.get("speed") or {}).get("batches", [])
@@ -491,31 +490,25 @@ def run_speed(
                     if rung.name != "base":
                         record["ladder"] = ladder.record(rung, changes, ms)
                         store.write_record(record)
-                    outcome.records.append(record)
                     if job.job_id not in manifest["jobs"]:
                         manifest["jobs"].append(job.job_id)
                     if on_job_end:
                         on_job_end(record)
-            _LOADED.clear()
     finally:
         _LOADED.clear()
-        manifest["finished_at"] = _now()
+        manifest["finished_at"] = now()
         store.write_manifest(manifest)
         store.export_csv()
-    return outcome
+    return loop.outcome
 
 
-def _silent(message: str) -> None:
-    return None
-
-
-def _throttled(progress: ProgressFn, step: float = 0.1) -> Callable[[str, float], None]:
+def _throttled(progress: ProgressFn, step: float = 0.1) -> ProgressFn:
     """A method's progress callback that passes on one message per ``step`` of progress."""
     last = [-1.0]
 
     def report(message: str, fraction: float) -> None:
         if fraction >= 1.0 or fraction - last[0] >= step:
             last[0] = fraction
-            progress(message)
+            progress(message, fraction)
 
     return report

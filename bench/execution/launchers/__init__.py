@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from bench.execution.config import RunConfig
+from bench.execution.config import JobsConfig
 from bench.execution.launchers.common import JobResult, JobTask, done_line
 from bench.store.runs import RunStore
 from bench.util.errors import ConfigError, unknown_name
@@ -49,7 +49,7 @@ class Launcher(Protocol):
 
     name: str
 
-    def target_device(self, cfg: RunConfig) -> torch.device | None:
+    def target_device(self, cfg: JobsConfig) -> torch.device | None:
         """The device the jobs run on when it is not this machine's (None: resolve here)."""
         ...
 

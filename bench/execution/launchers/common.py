@@ -2,12 +2,12 @@
 
 A launcher (worker processes, Ray, SLURM) never runs a method itself: it ships a
 :class:`JobTask` to wherever the job runs and calls :func:`execute_job` there. That function
-does what the in-process runner does for one job (:func:`bench.execution.runner.run_job`): it
+does what the in-process runner (:class:`bench.execution.runner.JobLoop`) does for one job: it
 claims the job in the run folder (a per-job file lock, so two launchers sharing a folder never
-compute a job twice), skips it when a finished record is already there, runs it and writes its
-record
-atomically. A job's identity is the hash of its config, so a grid started on one launcher can
-be finished on another.
+compute a job twice), skips it when a finished record is already there, and runs it through
+the one-job pipeline (:func:`bench.execution.job.run_job`, with the task's timing phase), which
+writes its record atomically. A job's identity is the hash of its config, so a grid started on
+one launcher can be finished on another.
 
 Methods registered at run time (a plugin, a test-only method) are unknown to a fresh worker
 process: :func:`make_tasks` pickles their registry entries into the task, and
@@ -36,9 +36,9 @@ from typing import Any
 
 import torch
 
-from bench.execution.config import JobSpec, RunConfig, resolve_device
+from bench.execution.config import JobsConfig, resolve_device
+from bench.execution.job import JobLike, LatencyTiming, Timing, now, run_job, silent
 from bench.execution.provenance import process_info
-from bench.execution.runner import _now, _silent, run_job
 from bench.methods import registry
 from bench.store.runs import RunStore
 from bench.util.errors import BenchError, ConfigError
@@ -61,8 +61,8 @@ def require(module: str, launcher: str, extra: str) -> ModuleType:
 class JobTask:
     """Everything a worker needs to run one job; pickled to worker processes and nodes."""
 
-    spec: JobSpec
-    cfg: RunConfig
+    spec: JobLike
+    cfg: JobsConfig
     run_dir: str  # absolute: a worker's working directory may differ
     run_id: str
     device: str  # "cpu", "cuda", "cuda:1": where the job runs (resolved on the worker)
@@ -74,6 +74,8 @@ class JobTask:
     sys_path: tuple[str, ...] = ()  # the driver's import path, for those entries' modules
     # The builtin method modules the job needs (None: import them all, as the CLI does).
     builtin_modules: tuple[str, ...] | None = None
+    # The job's timing phase (bench speed's batch sweep); None: bench run's latency timing.
+    timing: Timing | None = None
 
     def with_launcher(self, **info: Any) -> JobTask:
         return dataclasses.replace(self, launcher={**self.launcher, **info})
@@ -143,12 +145,13 @@ def restore_methods(task: JobTask) -> None:
 
 
 def make_tasks(
-    specs: Sequence[JobSpec],
-    cfg: RunConfig,
+    specs: Sequence[JobLike],
+    cfg: JobsConfig,
     device: torch.device,
     run_dir: Path,
     run_id: str,
     stamps_at_start: dict[str, int | None],
+    timing: Timing | None = None,
 ) -> list[JobTask]:
     """One task per job; ``stamps_at_start`` holds every job's record mtime under --force."""
     names = [s.method for s in specs]
@@ -167,6 +170,7 @@ def make_tasks(
             methods_blob=blob,
             sys_path=path,
             builtin_modules=modules,
+            timing=timing,
         )
         for spec in specs
     ]
@@ -233,7 +237,7 @@ def failure_record(
         "error_kind": kind,
         "error": error,
         "traceback": trace,
-        "finished_at": _now(),
+        "finished_at": now(),
     }
 
 
@@ -280,7 +284,8 @@ def execute_job(task: JobTask) -> JobResult:
             )
             store.write_record(rec)
             return JobResult(rec, ran=True)
-        record = run_job(task.spec, task.cfg, device, store, task.run_id, _silent, launcher)
+        timing = task.timing or LatencyTiming.of(task.cfg)
+        record = run_job(task.spec, task.cfg, device, store, task.run_id, silent, timing, launcher)
     return JobResult(record, ran=True)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.execution.config import RunConfig
+from bench.execution.config import JobsConfig
 from bench.execution.launchers.common import WORKER_ENV, JobResult, JobTask, execute_job
 from bench.store.runs import RunStore
 from bench.util.errors import BenchError
@@ -91,7 +91,7 @@ class WorkerPoolLauncher:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def target_device(self, cfg: RunConfig) -> torch.device | None:
+    def target_device(self, cfg: JobsConfig) -> torch.device | None:
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench.execution.config import RunConfig
+from bench.execution.config import JobsConfig
 from bench.execution.launchers.common import JobResult, JobTask, execute_job, record_crash, require
 from bench.methods import registry
 from bench.store.runs import RunStore
@@ -81,7 +81,7 @@ class RayLauncher:
                 signal.signal(signal.SIGTERM, previous)
         self._owned = True
 
-    def target_device(self, cfg: RunConfig) -> torch.device:
+    def target_device(self, cfg: JobsConfig) -> torch.device:
         self._connect()
         resources = self.ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from bench.execution.config import RunConfig
+from bench.execution.config import JobsConfig
+from bench.execution.job import now
 from bench.execution.launchers.common import JobResult, JobTask, execute_job, record_crash, require
-from bench.execution.runner import _now
 from bench.store.runs import RunStore, _read_json, write_json
 from bench.util.errors import ConfigError
 
@@ -107,7 +107,7 @@ class SlurmLauncher:
         self.gpus = opts.slurm_gpus_per_job
         self.cpus = opts.slurm_cpus_per_job
 
-    def target_device(self, cfg: RunConfig) -> torch.device:
+    def target_device(self, cfg: JobsConfig) -> torch.device:
         local = self.opts.slurm_cluster == "local"
         if self.gpus is None:  # a GPU per job unless the run is CPU-only
             no_gpu_here = local and not torch.cuda.is_available()
@@ -201,7 +201,7 @@ class SlurmLauncher:
                         "folder": folder,
                         "stdout": str(j.paths.stdout),
                         "stderr": str(j.paths.stderr),
-                        "submitted_at": _now(),
+                        "submitted_at": now(),
                         "label": t.spec.label(),
                     }
                     for t, j in zip(to_submit, jobs, strict=True)
