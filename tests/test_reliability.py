@@ -36,7 +36,7 @@ import torch
 from helpers import bench_output as bench
 from PIL import Image
 
-from bench.cli import commands as cli
+from bench import cli
 from bench.execution.runner import describe_failure
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
 from bench.methods.registry import MethodEntry, register_method
