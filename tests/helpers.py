@@ -99,7 +99,7 @@ def bench_exit_code(argv: list[str]) -> int:
 
     import pytest
 
-    from bench.cli import commands as cli
+    from bench import cli
 
     old = sys.argv
     sys.argv = ["bench", *argv]

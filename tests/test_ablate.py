@@ -15,9 +15,10 @@ from helpers import use_dataset
 
 from bench.datasets.synthetic import SyntheticDataset
 from bench.execution import runner
-from bench.execution.ablate import ablation_frames, expand_ablation, grid_points, parse_grid
+from bench.execution.ablate import expand_ablation, grid_points, parse_grid
 from bench.execution.config import RunConfig, expand_jobs
 from bench.methods.radar.detector import Radar
+from bench.reports.ablation_summary import ablation_frames
 from bench.util.errors import ConfigError
 
 # A RADAR small enough that a job takes about a second.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import commands as cli
+from bench import cli
 from bench.execution import runner
 from bench.execution.config import RunConfig
 from bench.execution.provenance import git_commit

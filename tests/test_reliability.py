@@ -37,7 +37,7 @@ import torch
 from helpers import bench_output as bench
 from PIL import Image
 
-from bench.cli import commands as cli
+from bench import cli
 from bench.execution.job import describe_failure
 from bench.interface import ImageSet, InputSpec, Method, Prediction, RunContext
 from bench.methods.registry import MethodEntry, register_method

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bench.cli import commands as cli
+from bench import cli
 from bench.evaluation.examples import example_maps, pick_examples
 from bench.interface import ImageSet, Prediction
 from bench.methods.registry import MethodEntry, register_method

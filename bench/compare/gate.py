@@ -35,12 +35,14 @@ import pandas as pd
 
 from bench.compare.settings import TIMING_METRICS, CompareSettings, MetricRule
 from bench.store.runs import RunStore, load_results, read_record_file, records_frame, write_json
+from bench.store.schema import Field, FitInfo, Status, flat
 from bench.util.errors import DataError
+from bench.util.formatting import UNDEFINED, general, signed, significant, slowdown
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
 
-KEY_FIELDS = ("method", "params_hash", "dataset", "seed")
+KEY_FIELDS = (Field.METHOD, Field.PARAMS_HASH, Field.DATASET, Field.SEED)
 JobKey = tuple[str, str, str, int]
 
 # Float slack so that a change of exactly the tolerance (0.80 -> 0.78 at 0.02) is not a
@@ -56,7 +58,9 @@ def _frame(path: Path) -> pd.DataFrame:
     if path.is_file() and path.suffix == ".csv":
         # Hashes such as "012345678901" must stay strings, not become integers.
         try:
-            return pd.read_csv(path, dtype={"params_hash": str, "job_id": str, "run_id": str})
+            return pd.read_csv(
+                path, dtype={Field.PARAMS_HASH: str, Field.JOB_ID: str, Field.RUN_ID: str}
+            )
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: unreadable records CSV ({exc})") from None
     return load_results(path)  # damaged records: moved aside with a warning, never a crash
@@ -96,26 +100,33 @@ def _job_from_row(row: dict[str, Any], source: Path) -> Job:
         raise DataError(f"{source}: a record lacks {', '.join(missing)} (not a bench record?)")
     # A metric recorded as null (undefined, e.g. AUROC on one class) counts as absent: in a
     # flattened table a record without a metric and one with a null look the same.
-    metrics = {k[8:]: _number(v) for k, v in row.items() if k.startswith("metrics.")}
+    metrics = {_key(k, Field.METRICS): _number(v) for k, v in row.items() if _key(k, Field.METRICS)}
     metrics = {k: v for k, v in metrics.items() if v is not None}
-    timing = {name: _number(row.get(f"timing.{name}")) for name in TIMING_METRICS}
+    timing = {name: _number(row.get(flat(Field.TIMING, name))) for name in TIMING_METRICS}
     timing = {k: v for k, v in timing.items() if v is not None}
-    params = {k[7:]: v for k, v in row.items() if k.startswith("params.")}
-    error = row.get("error")
-    device = row.get("device_name")
+    params = {_key(k, Field.PARAMS): v for k, v in row.items() if _key(k, Field.PARAMS)}
+    error = row.get(Field.ERROR)
+    device = row.get(Field.DEVICE_NAME)
     return Job(
-        method=str(row["method"]),
-        params_hash=str(row["params_hash"]),
-        dataset=str(row["dataset"]),
-        seed=int(row["seed"]),
-        status=str(row.get("status") or "unknown"),
+        method=str(row[Field.METHOD]),
+        params_hash=str(row[Field.PARAMS_HASH]),
+        dataset=str(row[Field.DATASET]),
+        seed=int(row[Field.SEED]),
+        status=str(row.get(Field.STATUS) or "unknown"),
         error=None if _isnan(error) else str(error),
         device_name=None if _isnan(device) else str(device),
         params=params,
         metrics=metrics,
         timing=timing,
-        run_id=None if _isnan(row.get("run_id")) else row.get("run_id"),
+        run_id=None if _isnan(row.get(Field.RUN_ID)) else row.get(Field.RUN_ID),
     )
+
+
+def _key(column: str, field: str) -> str:
+    """The key inside ``field`` of a flattened record column (``metrics.f1`` -> ``f1``), or ""
+    for a column of another field."""
+    prefix = flat(field, "")
+    return column[len(prefix) :] if column.startswith(prefix) else ""
 
 
 def _isnan(value: Any) -> bool:
@@ -252,7 +263,7 @@ class Comparison:
 
     @property
     def failed_jobs(self) -> list[JobResult]:
-        return [j for j in self.jobs if j.job.status != "ok" and j.outcome == "regression"]
+        return [j for j in self.jobs if j.job.status != Status.OK and j.outcome == "regression"]
 
     @property
     def regressed_jobs(self) -> list[JobResult]:
@@ -276,7 +287,7 @@ class Comparison:
         """Why the verdict is a regression, one line each (empty on a pass)."""
         out = []
         for j in self.regressed_jobs:
-            if j.job.status != "ok":
+            if j.job.status != Status.OK:
                 out.append(f"{j.label}: failed in the candidate ({j.note})")
             worse = j.regressions
             if len(worse) == 1:
@@ -311,33 +322,19 @@ def _describe(m: MetricResult) -> str:
     if m.family == "quality":
         sides = " either way" if m.outcome == "changed" else ""
         return (
-            f"{_fmt(m.baseline)} -> {_fmt(m.candidate)} ({_delta(m.change)}; "
-            f"tolerance {m.tolerance:g} abs{sides})"
+            f"{significant(m.baseline)} -> {significant(m.candidate)} ({signed(m.change)}; "
+            f"tolerance {general(m.tolerance)} abs{sides})"
         )
-    return f"{_fmt(m.baseline)} -> {_fmt(m.candidate)} ({_factor(m)}; tolerance {m.tolerance:g}x)"
+    return (
+        f"{significant(m.baseline)} -> {significant(m.candidate)} ({slowdown(m.change)}; "
+        f"tolerance {general(m.tolerance)}x)"
+    )
 
 
 def _short(m: MetricResult) -> str:
     if m.change is None:
         return m.note or m.outcome
-    return _delta(m.change) if m.family == "quality" else _factor(m)
-
-
-def _delta(change: float) -> str:
-    """+0.0123, or +1.00e-05 for changes too small for four decimals (tight tolerances)."""
-    return f"{change:+.4f}" if change == 0 or abs(change) >= 1e-4 else f"{change:+.2e}"
-
-
-def _factor(m: MetricResult) -> str:
-    if m.change is None:
-        return "--"
-    return f"{m.change:.2f}x slower" if m.change >= 1 else f"{1 / m.change:.2f}x faster"
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "--"
-    return f"{value:.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return signed(m.change) if m.family == "quality" else slowdown(m.change)
 
 
 def _variant_labels(jobs: list[Job]) -> dict[tuple[str, str], str]:
@@ -369,13 +366,13 @@ def compare_job(base: Job, cand: Job, settings: CompareSettings, label: str) -> 
     if not settings.gate_timing:
         timing_note = "not gated: timing gate off"
     out = JobResult(cand, label, "pass", base.device_name, same_device and settings.gate_timing)
-    if cand.status != "ok":
-        out.outcome = "regression" if base.status == "ok" else "pass"
+    if cand.status != Status.OK:
+        out.outcome = "regression" if base.status == Status.OK else "pass"
         out.note = cand.error or cand.status
-        if base.status != "ok":
+        if base.status != Status.OK:
             out.note = f"failed in both: {out.note}"
         return out
-    if base.status != "ok":
+    if base.status != Status.OK:
         out.outcome, out.note = "improvement", "failed in the baseline, ok now"
         return out
     for name in sorted(set(base.metrics) | set(cand.metrics)):
@@ -465,7 +462,16 @@ def compare_paths(
 #: Record fields that say when, where and how fast a job ran: they differ between two runs of
 #: the same job on the same machine, everything else a job computes must not.
 RERUN_VOLATILE_FIELDS = frozenset(
-    {"started_at", "finished_at", "run_id", "git_commit", "timing", "launcher", "host", "pid"}
+    {
+        Field.STARTED_AT,
+        Field.FINISHED_AT,
+        Field.RUN_ID,
+        Field.GIT_COMMIT,
+        Field.TIMING,
+        Field.LAUNCHER,
+        "host",
+        "pid",
+    }
 )
 #: Same, for the keys inside nested fields (``fit_info``: train_seconds, train_steps_per_s, ...).
 RERUN_VOLATILE_SUFFIXES = ("_seconds", "_per_s", "_mem_mb")
@@ -480,7 +486,7 @@ def _computed(value: Any, key: str = "") -> Any:
             for k, v in value.items()
             if k not in RERUN_VOLATILE_FIELDS and not k.endswith(RERUN_VOLATILE_SUFFIXES)
         }
-    if key == "loss_curve" and isinstance(value, list):
+    if key == FitInfo.LOSS_CURVE and isinstance(value, list):
         return [row[:2] if isinstance(row, list) else row for row in value]
     if isinstance(value, list):
         return [_computed(v) for v in value]
@@ -605,16 +611,24 @@ def _shown_metrics(j: JobResult, everything: bool) -> list[MetricResult]:
 
 def _metric_cells(m: MetricResult) -> list[str]:
     if m.family == "quality":
-        change = "--" if m.change is None else _delta(m.change)
-        tol = f"{m.tolerance:g} abs"
+        change = UNDEFINED if m.change is None else signed(m.change)
+        tol = f"{general(m.tolerance)} abs"
     else:
-        change, tol = _factor(m), f"{m.tolerance:g}x"
+        change, tol = slowdown(m.change), f"{general(m.tolerance)}x"
     if m.gated:
         outcome = m.outcome
     else:  # a not-gated change is information: worse/better, not regression/improvement
         word = {"regression": "worse", "improvement": "better"}.get(m.outcome, m.outcome)
         outcome = f"{word} (not gated)"
-    return [m.metric, _fmt(m.baseline), _fmt(m.candidate), change, tol, outcome, m.note]
+    return [
+        m.metric,
+        significant(m.baseline),
+        significant(m.candidate),
+        change,
+        tol,
+        outcome,
+        m.note,
+    ]
 
 
 METRIC_COLUMNS = ["metric", "baseline", "candidate", "change", "tolerance", "outcome", "note"]
@@ -670,40 +684,30 @@ def to_markdown(cmp: Comparison, everything: bool = False) -> str:
     return "\n".join(lines)
 
 
-def rich_tables(cmp: Comparison, everything: bool = False) -> list[Any]:
-    """Renderables for the terminal: the changed (or ``everything``) metrics, then a summary."""
-    from rich.table import Table
+#: The columns of :func:`verdict_rows`.
+VERDICT_COLUMNS = ["job", *METRIC_COLUMNS]
 
-    style = {"regression": "red", "changed": "red", "improvement": "green", "pass": ""}
-    table = Table(title=f"bench compare: {cmp.baseline} -> {cmp.candidate}", title_justify="left")
-    for col in ["job", *METRIC_COLUMNS]:
-        table.add_column(col, justify="right" if col in ("baseline", "candidate") else "left")
+#: A verdict row's tone (the console colours it): bad, good, quiet (not gated), notice, or "".
+_TONE = {"regression": "bad", "changed": "bad", "improvement": "good", "pass": ""}
+
+
+def _job_row(label: str, outcome: str, note: str) -> list[str]:
+    return [label, "(job)", "", "", "", "", outcome, note]
+
+
+def verdict_rows(cmp: Comparison, everything: bool = False) -> list[tuple[list[str], str]]:
+    """The terminal's view of a verdict (:data:`VERDICT_COLUMNS`): the changed (or
+    ``everything``) metrics, failed, missing and extra jobs; each row with its tone."""
+    rows = []
     for j in cmp.jobs:
-        if j.job.status != "ok" or (j.note and not j.metrics):
-            table.add_row(
-                j.label, "(job)", "", "", "", "", j.outcome, j.note, style=style[j.outcome]
-            )
+        if j.job.status != Status.OK or (j.note and not j.metrics):
+            rows.append((_job_row(j.label, j.outcome, j.note), _TONE[j.outcome]))
         for m in _shown_metrics(j, everything):
-            cells = _metric_cells(m)
-            table.add_row(j.label, *cells, style=style[m.outcome] if m.gated else "dim")
-    for u in cmp.missing:
-        fail = cmp.settings.missing_jobs == "fail"
-        table.add_row(
-            u.label, "(job)", "", "", "", "", "missing", u.note, style="red" if fail else ""
-        )
-    for u in cmp.extra:
-        table.add_row(u.label, "(job)", "", "", "", "", "extra", "", style="yellow")
-    c = cmp.counts()
-    colour = "green" if cmp.verdict == "pass" else "red"
-    summary = (
-        f"[{colour}][bold]{cmp.verdict.upper()}[/bold][/{colour}]: {c['jobs_compared']} job(s) "
-        f"compared, {c['metric_regressions']} metric regression(s), {c['failed_jobs']} failed, "
-        f"{c['metric_improvements']} improvement(s), {c['missing_jobs']} missing, "
-        f"{c['extra_jobs']} extra, {c['not_gated_changes']} not-gated change(s)"
-    )
-    if not table.rows:
-        summary += " (every compared metric within tolerance)"
-    return [table, summary] if table.rows else [summary]
+            rows.append(([j.label, *_metric_cells(m)], _TONE[m.outcome] if m.gated else "quiet"))
+    fail = cmp.settings.missing_jobs == "fail"
+    rows += [(_job_row(u.label, "missing", u.note), "bad" if fail else "") for u in cmp.missing]
+    rows += [(_job_row(u.label, "extra", ""), "notice") for u in cmp.extra]
+    return rows
 
 
 # -- updating a reference --------------------------------------------------------------------
@@ -727,7 +731,7 @@ def update_reference(reference: Path, candidate: Path) -> int:
     if not files:
         raise DataError(f"{candidate}: no job records (expected jobs/*.json or */jobs/*.json)")
     records = [r for r in read.values() if r is not None]
-    failed = [r for r in records if r.get("status") != "ok"]
+    failed = [r for r in records if r.get(Field.STATUS) != Status.OK]
     if failed:
         raise DataError(
             f"{candidate}: {len(failed)} failed job(s) (e.g. {failed[0].get('method')} seed "

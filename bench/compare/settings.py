@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.store.schema import Timing
 from bench.util.errors import ConfigError
 
 try:
@@ -58,12 +59,12 @@ DEFAULT_MEMORY_RATIO = 1.25
 #: read as a 2x slowdown. ``images_per_s`` is ``n_test / predict_s`` (already gated) and the
 #: p95 latency of a few repeats is too noisy to gate: both are reported only.
 TIMING_METRICS: dict[str, tuple[Family, Direction, float, bool]] = {
-    "fit_s": ("time", "lower", 1.0, True),
-    "predict_s": ("time", "lower", 0.5, True),
-    "ms_per_image": ("time", "lower", 2.0, True),
-    "ms_per_image_p95": ("time", "lower", 2.0, False),
-    "images_per_s": ("time", "higher", 0.0, False),
-    "peak_mem_mb": ("memory", "lower", 50.0, True),
+    Timing.FIT_S: ("time", "lower", 1.0, True),
+    Timing.PREDICT_S: ("time", "lower", 0.5, True),
+    Timing.MS_PER_IMAGE: ("time", "lower", 2.0, True),
+    Timing.MS_PER_IMAGE_P95: ("time", "lower", 2.0, False),
+    Timing.IMAGES_PER_S: ("time", "higher", 0.0, False),
+    Timing.PEAK_MEM_MB: ("memory", "lower", 50.0, True),
 }
 
 _COMPARE_KEYS = {
@@ -145,16 +146,20 @@ def _check_number(value: object, where: str, low: float, strict: bool = False) -
     raise ConfigError(f"{where}: expected a number {sign} {low}, got {value!r}")
 
 
+def _check_keys(table: dict[str, Any], valid: set[str], where: str) -> None:
+    unknown = set(table) - valid
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+
+
 def _metric_override(name: str, value: object, where: str) -> dict[str, Any]:
     where = f"{where}.metrics.{name}"
     if not isinstance(value, dict):
         value = {"tolerance": value}
-    unknown = set(value) - _METRIC_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"valid: {', '.join(sorted(_METRIC_KEYS))}"
-        )
+    _check_keys(value, _METRIC_KEYS, where)
     out: dict[str, Any] = {}
     if "tolerance" in value:
         out["tolerance"] = _check_number(value["tolerance"], f"{where}.tolerance", 0.0)
@@ -175,12 +180,7 @@ def _metric_override(name: str, value: object, where: str) -> dict[str, Any]:
 
 def settings_from_dict(table: dict[str, Any], where: str = "[compare]") -> CompareSettings:
     """Validate one ``[compare]`` table; ``where`` names it in error messages."""
-    unknown = set(table) - _COMPARE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"valid: {', '.join(sorted(_COMPARE_KEYS))}"
-        )
+    _check_keys(table, _COMPARE_KEYS, where)
     kwargs: dict[str, Any] = {}
     if "quality_abs" in table:
         kwargs["quality_abs"] = _check_number(table["quality_abs"], f"{where}.quality_abs", 0.0)

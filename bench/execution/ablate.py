@@ -10,9 +10,10 @@ store, so an ablation resumes like any run; its records carry
   job, typed), i.e. one column per varied parameter (``varied.t`` in ``records.csv``);
 * ``record["ablation"]``: ``{"mode": "cartesian" | "one_at_a_time", "base": {param: value}}``;
 
-and the run's ``manifest.json`` names the grid under ``"ablation"``. Jobs that differ only in
-parameters the training does not depend on (``t``, the scorer ...) reuse one trained network
-through the run's cache (see :mod:`bench.methods.radar.detector`).
+and the run's ``manifest.json`` names the grid under ``"ablation"`` (field names:
+:mod:`bench.store.schema`; the closing tables: :mod:`bench.reports.ablation_summary`). Jobs
+that differ only in parameters the training does not depend on (``t``, the scorer ...) reuse
+one trained network through the run's cache (see :mod:`bench.methods.radar.detector`).
 
 >>> parse_grid(["t=1,5", "block_out_channels=(16,32),(32,64)"])
 {'t': ['1', '5'], 'block_out_channels': ['(16,32)', '(32,64)']}
@@ -24,22 +25,20 @@ through the run's cache (see :mod:`bench.methods.radar.detector`).
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
-from rich.table import Table
 
 from bench.execution.config import JobSpec, RunConfig, resolve_device
 from bench.methods import registry
+from bench.store.schema import AblationInfo, Field
 from bench.util.errors import ConfigError, unknown_name
 from bench.util.hashing import stable_hash
 
-MODES = ("cartesian", "one_at_a_time")
+MODES = (AblationInfo.CARTESIAN, AblationInfo.ONE_AT_A_TIME)
 
 # Commas inside (...) or [...] belong to a tuple value: "block_out_channels=(16,32),(32,64)".
 _TOP_LEVEL_COMMA = re.compile(r",(?![^()\[\]]*[)\]])")
@@ -97,8 +96,12 @@ class Ablation:
         return f"{label}-{key[:8]}"
 
     def manifest(self) -> dict[str, Any]:
-        return {"method": self.config.methods[0], "mode": self.mode, "grid": self.grid,
-                "base": self.base}  # fmt: skip
+        return {
+            AblationInfo.METHOD: self.config.methods[0],
+            AblationInfo.MODE: self.mode,
+            AblationInfo.GRID: self.grid,
+            AblationInfo.BASE: self.base,
+        }
 
 
 def _typed(params: Any, name: str) -> Any:
@@ -149,7 +152,8 @@ def expand_ablation(
             raise ConfigError(f"{kind} {where or '(base)'}: {exc}") from None
         values = registry.params_dict(params)
         varied = {p: values[p] for p in axes}
-        extra = {"varied": varied, "ablation": {"mode": mode, "base": base}}
+        ablation = {AblationInfo.MODE: mode, AblationInfo.BASE: base}
+        extra = {Field.VARIED: varied, Field.ABLATION: ablation}
         for dataset in cfg.datasets:
             for seed in cfg.seeds:
                 data_root = None if dataset.startswith("synthetic") else root
@@ -159,85 +163,3 @@ def expand_ablation(
                 )  # fmt: skip
                 jobs.setdefault(spec.job_id, spec)  # one-at-a-time repeats the base point
     return Ablation(cfg, list(jobs.values()), grid, base, mode)
-
-
-# -- tables ----------------------------------------------------------------------------------
-
-# (column title, record column in records_frame, digits)
-TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("AUROC", "metrics.auroc", 3),
-    ("pixel AUROC", "metrics.pixel_auroc", 3),
-    ("F1", "metrics.f1", 3),
-    ("fit s", "timing.fit_s", 1),
-    ("ms/image", "timing.ms_per_image", 1),
-    ("train s", "fit_info.train_seconds", 1),
-    ("train mem MB", "fit_info.train_peak_mem_mb", 0),
-)
-
-
-def _mean_std(values: pd.Series, digits: int) -> str:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    if v.empty:
-        return "--"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.{digits}f}"
-    std = v.std(ddof=1)
-    return f"{v.mean():.{digits}f} ± {0.0 if math.isnan(std) else std:.{digits}f}"
-
-
-def _key(value: Any) -> str:
-    return str(tuple(value)) if isinstance(value, list) else str(value)
-
-
-def ablation_frames(records: list[dict[str, Any]], ablation: dict[str, Any]) -> dict[str, Any]:
-    """Per varied parameter, the rows of the summary: (dataset, value) -> mean ± std strings.
-
-    One at a time, a parameter's table holds the jobs whose other grid parameters are at their
-    base values; in a Cartesian grid it averages over the other parameters' values too.
-    """
-    from bench.store.runs import records_frame
-
-    ok = [r for r in records if r.get("status") == "ok" and "varied" in r]
-    frame = records_frame(ok)
-    out: dict[str, Any] = {}
-    if frame.empty:
-        return out
-    grid, base = ablation["grid"], ablation["base"]
-    one_at_a_time = ablation["mode"] == "one_at_a_time"
-    for param, values in grid.items():
-        sub = frame
-        if one_at_a_time:
-            for other in grid:
-                if other != param:
-                    sub = sub[sub[f"varied.{other}"].map(_key) == _key(base[other])]
-        rows = []
-        order = [_key(v) for v in values]
-        if one_at_a_time and _key(base[param]) not in order:
-            order = [_key(base[param]), *order]
-        for dataset, by_dataset in sub.groupby("dataset", sort=False):
-            keys = by_dataset[f"varied.{param}"].map(_key)
-            for value in order:
-                cell = by_dataset[keys == value]
-                if cell.empty:
-                    continue
-                row = {"dataset": dataset, param: value, "n": len(cell)}
-                for title, column, digits in TABLE_COLUMNS:
-                    row[title] = _mean_std(cell[column], digits) if column in cell else "--"
-                rows.append(row)
-        out[param] = pd.DataFrame(rows)
-    return out
-
-
-def ablation_tables(records: list[dict[str, Any]], ablation: dict[str, Any]) -> list[Table]:
-    """One rich table per varied parameter (mean ± std over seeds)."""
-    over = "seeds" if ablation["mode"] == "one_at_a_time" else "seeds and the other grid values"
-    tables = []
-    for param, frame in ablation_frames(records, ablation).items():
-        base = _key(ablation["base"][param])
-        table = Table(title=f"{ablation['method']}: {param} (base {base}; mean ± std over {over})")
-        for col in frame.columns:
-            table.add_column(str(col), justify="left" if col in ("dataset", param) else "right")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
-        tables.append(table)
-    return tables

@@ -29,6 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from bench.store.runs import RunStore
+from bench.store.schema import Field, Manifest, Status
 from bench.util.errors import ConfigError
 
 STATES = ("done", "pending", "running", "failed")
@@ -60,7 +61,7 @@ class JobStatus:
     error: str | None = None
 
     def traceback_tail(self, lines: int) -> list[str]:
-        text = (self.record or {}).get("traceback") or ""
+        text = (self.record or {}).get(Field.TRACEBACK) or ""
         return text.rstrip().splitlines()[-lines:] if lines > 0 else []
 
     def log_tail(self, lines: int) -> list[str]:
@@ -94,7 +95,8 @@ class RunStatus:
 def resolve_run_dir(run: str | Path, results_dir: Path) -> Path:
     """A run folder given as a path, or as a run id under ``results_dir``."""
     path = Path(run)
-    if (path / "manifest.json").is_file() or (path / "jobs").is_dir():
+    store = RunStore(path)
+    if store.manifest_path.is_file() or store.jobs_dir.is_dir():
         return path
     candidate = Path(results_dir) / str(run)
     if candidate.is_dir():
@@ -121,24 +123,27 @@ def claim_held(store: RunStore, job_id: str) -> bool:
 
 
 def _label(job_id: str, record: dict[str, Any] | None, manifest: dict[str, Any]) -> str:
-    if record and record.get("method"):
-        return f"{record['method']} · {record.get('dataset')} · seed {record.get('seed')}"
-    return (manifest.get("job_labels") or {}).get(job_id, job_id)
+    if record and record.get(Field.METHOD):
+        return (
+            f"{record[Field.METHOD]} · {record.get(Field.DATASET)} · seed {record.get(Field.SEED)}"
+        )
+    return (manifest.get(Manifest.JOB_LABELS) or {}).get(job_id, job_id)
 
 
 def run_status(run_dir: Path) -> RunStatus:
-    """The state of every job of the run in ``run_dir`` (see the module docstring)."""
+    """The state of every job of the run in ``run_dir`` (see the module docstring); printed
+    by :func:`bench.reports.console.status_renderables`."""
     from bench.execution.launchers.slurm import read_submissions, slurm_states
 
     store = RunStore(run_dir)
     manifest = store.read_manifest() or {}
-    records = {r["job_id"]: r for r in store.records() if "job_id" in r}
-    job_ids = list(dict.fromkeys([*manifest.get("jobs", []), *records]))
+    records = {r[Field.JOB_ID]: r for r in store.records() if Field.JOB_ID in r}
+    job_ids = list(dict.fromkeys([*manifest.get(Manifest.JOBS, []), *records]))
     submissions = read_submissions(run_dir)
     unfinished = {
         k: e
         for k, e in submissions.items()
-        if k in job_ids and (records.get(k) or {}).get("status") != "ok"
+        if k in job_ids and (records.get(k) or {}).get(Field.STATUS) != Status.OK
     }
     states = slurm_states(unfinished)
     status = RunStatus(run_dir=Path(run_dir), manifest=manifest)
@@ -152,12 +157,12 @@ def run_status(run_dir: Path) -> RunStatus:
             slurm=submissions.get(job_id),
             slurm_state=states.get(job_id),
         )
-        if rec is not None and rec.get("status") == "ok":
+        if rec is not None and rec.get(Field.STATUS) == Status.OK:
             job.state = "done"
         elif claim_held(store, job_id) or job.slurm_state == "RUNNING":
             job.state = "running"
         elif rec is not None:
-            job.state, job.error = "failed", str(rec.get("error"))
+            job.state, job.error = "failed", str(rec.get(Field.ERROR))
         elif job.slurm_state in SLURM_ENDED:
             job.state = "failed"
             job.error = f"SLURM job {job.slurm['slurm_job_id']} ended {job.slurm_state} " + (
@@ -165,60 +170,3 @@ def run_status(run_dir: Path) -> RunStatus:
             )
         status.jobs.append(job)
     return status
-
-
-def render(status: RunStatus, verbose: bool = False, lines: int = 10) -> list[Any]:
-    """rich renderables: the counts, a table per job (``verbose``), details of failed jobs."""
-    from rich.table import Table
-    from rich.text import Text
-
-    counts = status.counts
-    total = sum(counts.values())
-    launcher = (status.manifest.get("launcher") or {}).get("name", "local")
-    finished = status.manifest.get("finished_at")
-    interrupted = status.manifest.get("interrupted_at")
-    head = Text(f"{status.run_dir}  ({total} jobs, launcher {launcher}")
-    if finished:
-        head.append(f", finished {finished[:19].replace('T', ' ')})")
-    elif interrupted:  # stopped by Ctrl-C / SIGTERM: rerun the same command to resume
-        head.append(f", interrupted {interrupted[:19].replace('T', ' ')}; rerun to resume)")
-    else:
-        head.append(")")
-    out: list[Any] = [head]
-    table = Table(show_header=True, title_justify="left")
-    for state in STATES:
-        table.add_column(state, justify="right")
-    table.add_row(*(str(counts[s]) for s in STATES))
-    out.append(table)
-    if verbose:
-        jobs = Table(title="jobs", title_justify="left")
-        for col in ("job", "method · dataset · seed", "state", "where", "AUROC", "fit s"):
-            jobs.add_column(col, justify="right" if col in ("AUROC", "fit s") else "left")
-        for job in status.jobs:
-            rec = job.record or {}
-            where = rec.get("launcher") or {}
-            place = " ".join(
-                f"{k}={where[k]}" for k in ("name", "worker", "slurm_job_id", "host") if k in where
-            )
-            if not place and job.slurm:
-                place = f"slurm job {job.slurm.get('slurm_job_id')} {job.slurm_state or ''}"
-            auroc = (rec.get("metrics") or {}).get("auroc")
-            fit = (rec.get("timing") or {}).get("fit_s")
-            jobs.add_row(
-                job.job_id,
-                job.label,
-                job.state,
-                place.strip(),
-                "--" if auroc is None else f"{auroc:.3f}",
-                "--" if fit is None else f"{fit:.1f}",
-            )
-        out.append(jobs)
-    for job in status.failed:
-        out.append(Text(f"failed: {job.label} ({job.job_id}): {job.error}", style="red"))
-        for line in job.traceback_tail(lines):
-            out.append(Text(f"  | {line}"))
-        log = job.log_tail(lines)
-        if log:
-            out.append(Text(f"  slurm log {job.slurm.get('stderr') if job.slurm else ''}:"))
-            out.extend(Text(f"  | {line}") for line in log)
-    return out

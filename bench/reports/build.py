@@ -15,9 +15,11 @@ Reads only the stored records and their side files; never reruns a model.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.reports import charts, latex, markdown, qualitative
@@ -34,6 +36,7 @@ from bench.reports.load import (
 )
 from bench.reports.speed import speed_figures
 from bench.reports.tables import ABLATION_METRICS, Table, all_tables
+from bench.store.schema import Field, FitInfo, Timing, flat
 from bench.util.errors import DataError
 
 
@@ -89,52 +92,66 @@ def write_report(
         result.files.setdefault("pdf", []).append(pdf)
         result.files.setdefault("png", []).append(png)
 
+    def save_unless_empty(
+        frame: pd.DataFrame, why_not: str, draw: Callable[[pd.DataFrame], Figure], name: str,
+        caption: str,
+    ) -> None:  # fmt: skip
+        """Draw ``frame``, or say why the figure is left out when there is nothing to draw."""
+        if frame.empty:
+            result.skipped.append(why_not)
+        else:
+            save(draw(frame), name, caption)
+
     latency = latency_long(rows)
-    if latency.empty:
-        result.skipped.append("latency: no timing in the records")
-    else:
-        save(charts.latency_figure(latency), "latency", "Inference latency per method.")
+    save_unless_empty(
+        latency, "latency: no timing in the records", charts.latency_figure, "latency",
+        "Inference latency per method.",
+    )  # fmt: skip
     for name, fig, caption in speed_figures(ok):  # bench speed: every variant, batch sweep
         save(fig, name, caption)
-    if "timing.fit_s" in rows and rows["timing.fit_s"].notna().any():
+    if (
+        flat(Field.TIMING, Timing.FIT_S) in rows
+        and rows[flat(Field.TIMING, Timing.FIT_S)].notna().any()
+    ):
         save(charts.fit_time_figure(rows), "fit_time", "Fit (training) time per method.")
-    if {"timing.images_per_s"} <= set(rows) and any(
-        c in rows for c in ("metrics.f1", "metrics.f1_max")
+    if {flat(Field.TIMING, Timing.IMAGES_PER_S)} <= set(rows) and any(
+        c in rows for c in (flat(Field.METRICS, "f1"), flat(Field.METRICS, "f1_max"))
     ):
         save(charts.frontier_figure(rows), "frontier", "Throughput vs F1: the frontier.")
     for cost, name, caption in (
-        ("fit_info.train_gflops", "compute_train", "Quality against training compute"),
-        ("gflops_per_image", "compute_inference", "Quality against inference compute"),
+        (
+            flat(Field.FIT_INFO, FitInfo.TRAIN_GFLOPS),
+            "compute_train",
+            "Quality against training compute",
+        ),
+        (Field.GFLOPS_PER_IMAGE, "compute_inference", "Quality against inference compute"),
     ):
-        if charts.compute_points(ok, cost, "auroc").empty:
-            result.skipped.append(f"{name}: no record with {cost} and an image AUROC")
-        else:
-            save(
-                charts.compute_figure(ok, cost, refs),
-                name,
-                f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
-                "main-table setting.",
-            )
-    for dataset in dict.fromkeys(rows["dataset"]):
-        part = rows[rows["dataset"] == dataset]
-        scores = scores_long(data, part)
-        if scores.empty:
-            result.skipped.append(f"roc {dataset}: no <job>.scores.csv beside the records")
-        else:
-            save(
-                charts.roc_figure(scores, f"Image-level ROC, {dataset}"),
-                f"roc_{slug(dataset)}",
-                f"ROC curves on {dataset} (mean over seeds, ± std band).",
-            )
-        grid = grid_long(data, part, dataset)
-        if grid.empty:
-            result.skipped.append(f"qualitative {dataset}: no <job>.maps.npz (older run?)")
-        else:
-            save(
-                qualitative.qualitative_grid(grid, f"{dataset}: input, ground truth, maps"),
-                f"qualitative_{slug(dataset)}",
-                f"Qualitative results on {dataset}: first test images of each defect type.",
-            )
+        save_unless_empty(
+            charts.compute_points(ok, cost, "auroc"),
+            f"{name}: no record with {cost} and an image AUROC",
+            lambda _, cost=cost: charts.compute_figure(ok, cost, refs),
+            name,
+            f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
+            "main-table setting.",
+        )
+    for dataset in dict.fromkeys(rows[Field.DATASET]):
+        part = rows[rows[Field.DATASET] == dataset]
+        save_unless_empty(
+            scores_long(data, part),
+            f"roc {dataset}: no <job>.scores.csv beside the records",
+            lambda scores, d=dataset: charts.roc_figure(scores, f"Image-level ROC, {d}"),
+            f"roc_{slug(dataset)}",
+            f"ROC curves on {dataset} (mean over seeds, ± std band).",
+        )
+        save_unless_empty(
+            grid_long(data, part, dataset),
+            f"qualitative {dataset}: no <job>.maps.npz (older run?)",
+            lambda grid, d=dataset: qualitative.qualitative_grid(
+                grid, f"{d}: input, ground truth, maps"
+            ),
+            f"qualitative_{slug(dataset)}",
+            f"Qualitative results on {dataset}: first test images of each defect type.",
+        )
     for sweep in sweeps:
         save(
             charts.ablation_figure(

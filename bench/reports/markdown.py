@@ -5,36 +5,23 @@ Cells read ``0.67 ± 0.02``; the best per column is **bold** and the second best
 (``AUROC · grass``) when there is more than one. A pipe table is a few lines of joining, which
 ``DataFrame.to_markdown`` would do through the extra ``tabulate`` dependency.
 
->>> cell_text(0.6666, 0.0212, 2, 2)
-'0.67 ± 0.02'
+>>> cell_markup("0.67 ± 0.02", "*")
+'0.67 ± 0.02<sup>*</sup>'
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.store.schema import Field
+from bench.util.formatting import UNDEFINED
 
-MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", "dash": "--"}
+MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", "dash": UNDEFINED}
 
 
-def cell_text(
-    mean: float,
-    std: float,
-    n: int,
-    digits: int,
-    marker: str = "",
-    interval: tuple[float, float] | None = None,
-) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "--"
-    text = f"{mean:.{digits}f}"
-    if interval is not None and np.isfinite(interval).all():
-        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
-    elif n > 1 and std is not None and np.isfinite(std):
-        text += f" ± {std:.{digits}f}"
+def cell_markup(text: str, marker: str) -> str:
+    """A cell's number (:meth:`Table.cell_texts`) with its marker as a superscript."""
     return text + (f"<sup>{marker}</sup>" if marker else "")
 
 
@@ -44,9 +31,10 @@ def _escape(text: str) -> str:
 
 def to_markdown(table: Table, heading_level: int = 3) -> str:
     ranks = table.ranks()
+    texts = table.cell_texts(cell_markup)
     groups = list(dict.fromkeys(c[0] for c in table.mean.columns))
     headers = [c[-1] if len(groups) == 1 else f"{c[-1]} · {c[0]}" for c in table.mean.columns]
-    corner = "Method" if table.mean.index.name in (None, "method") else table.mean.index.name
+    corner = "Method" if table.mean.index.name in (None, Field.METHOD) else table.mean.index.name
     lines = [
         f"{'#' * heading_level} {table.name}" + (f" ({groups[0]})" if len(groups) == 1 else ""),
         "",
@@ -58,16 +46,7 @@ def to_markdown(table: Table, heading_level: int = 3) -> str:
     for i, row in enumerate(table.mean.index):
         label = _escape(row) + "".join(MARKERS.get(m, "") for m in table.row_markers.get(row, []))
         cells = []
-        for j, col in enumerate(table.mean.columns):
-            marker = "" if table.cell_markers is None else str(table.cell_markers.iat[i, j] or "")
-            text = cell_text(
-                table.mean.iat[i, j],
-                table.std.iat[i, j],
-                int(table.n.iat[i, j]),
-                table.digits_of(col[-1]),
-                marker,
-                table.interval_of(i, j),
-            )
+        for j, text in enumerate(texts[i]):
             rank = ranks.iat[i, j]
             cells.append(f"**{text}**" if rank == 1 else f"*{text}*" if rank == 2 else text)
         lines.append("| " + " | ".join([label, *cells]) + " |")

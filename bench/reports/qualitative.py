@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.reports.charts import STYLE
+from bench.store.schema import Field
 
 CELL_IN = 0.62  # side of one thumbnail, inches
 LABEL_IN = 0.75  # room for the row labels
@@ -35,7 +36,7 @@ def qualitative_grid(grid: pd.DataFrame, title: str = "") -> Figure:
     """``grid``: one row per (method, image) with ``method, name, defect_type, image, mask,
     map`` (see :func:`bench.reports.load.grid_long`); ``map`` is None for methods without maps.
     """
-    methods = list(dict.fromkeys(grid["method"]))
+    methods = list(dict.fromkeys(grid[Field.METHOD]))
     images = grid.drop_duplicates("name").set_index("name")
     names = list(images.index)
     has_mask = images["mask"].map(lambda m: m is not None).any()
@@ -68,7 +69,7 @@ def qualitative_grid(grid: pd.DataFrame, title: str = "") -> Figure:
                 )
         first = 2 if has_mask else 1
         for i, method in enumerate(methods, start=first):
-            rows = grid[grid["method"] == method].set_index("name")
+            rows = grid[grid[Field.METHOD] == method].set_index("name")
             maps = [m for m in rows["map"] if m is not None]
             if maps:
                 lo = float(min(np.nanmin(m) for m in maps))

@@ -23,6 +23,8 @@ import pandas as pd
 from bench.evaluation.stats import named_metric, paired_bootstrap
 from bench.reports.load import RunData
 from bench.reports.table_model import Note, Table
+from bench.store.schema import Field
+from bench.util.formatting import fixed, general
 
 SIGNIFICANT = "*"
 #: main-table column header -> (metric, what the metric reads: "score" or "decision")
@@ -31,14 +33,14 @@ TESTED_COLUMNS: dict[str, tuple[str, str]] = {"AUROC": ("auroc", "score"), "F1":
 
 def _values(data: RunData, record: pd.Series, kind: str) -> pd.DataFrame | None:
     """``name, label, value`` of one job's test images, or None where they cannot be rebuilt."""
-    scores = data.scores(str(record.get("job_id")))
+    scores = data.scores(str(record.get(Field.JOB_ID)))
     if scores is None or scores.empty:
         return None
     if kind == "score":
         value = scores["score"]
     else:
-        rule = record.get("threshold_rule")
-        threshold = record.get("threshold")
+        rule = record.get(Field.THRESHOLD_RULE)
+        threshold = record.get(Field.THRESHOLD)
         if rule == "own" and "decision" in scores:
             value = scores["decision"]
         elif rule == "calibrated" and threshold is not None and np.isfinite(float(threshold)):
@@ -52,11 +54,11 @@ def _paired_arrays(
     data: RunData, rows: pd.DataFrame, dataset: str, a: str, b: str, kind: str
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     labels, values_a, values_b = [], [], []
-    here = rows[rows["dataset"] == dataset]
-    seeds_a = set(here.loc[here["method"] == a, "seed"])
-    for seed in sorted(seeds_a & set(here.loc[here["method"] == b, "seed"])):
-        rec_a = here[(here["method"] == a) & (here["seed"] == seed)].iloc[0]
-        rec_b = here[(here["method"] == b) & (here["seed"] == seed)].iloc[0]
+    here = rows[rows[Field.DATASET] == dataset]
+    seeds_a = set(here.loc[here[Field.METHOD] == a, Field.SEED])
+    for seed in sorted(seeds_a & set(here.loc[here[Field.METHOD] == b, Field.SEED])):
+        rec_a = here[(here[Field.METHOD] == a) & (here[Field.SEED] == seed)].iloc[0]
+        rec_b = here[(here[Field.METHOD] == b) & (here[Field.SEED] == seed)].iloc[0]
         va, vb = _values(data, rec_a, kind), _values(data, rec_b, kind)
         if va is None or vb is None:
             continue
@@ -109,13 +111,13 @@ def mark_significance(
         p_values[(dataset, header)] = result.p_value
         if result.p_value < alpha:
             markers.loc[pair[0], col] = SIGNIFICANT
-        lines.append(f"{header} on {dataset}: {pair[0]} vs {pair[1]} p={result.p_value:.3f}")
+        lines.append(f"{header} on {dataset}: {pair[0]} vs {pair[1]} p={fixed(result.p_value, 3)}")
     if p_values:
         table.cell_markers = markers
         table.notes.append(
             Note(
                 "",
-                f"{SIGNIFICANT} best method better than the runner-up at p < {alpha:g} "
+                f"{SIGNIFICANT} best method better than the runner-up at p < {general(alpha)} "
                 f"(paired bootstrap over the same test images, {n_resamples} resamples, "
                 f"pooled over seeds). " + "; ".join(lines) + ".",
             )

@@ -28,20 +28,22 @@ from matplotlib.figure import Figure
 from bench.reports import charts
 from bench.reports.load import RunData, flags_of, summarize
 from bench.reports.table_model import Note, Table, mark_backbones
+from bench.store.schema import Field, Flag, Inference, Kind, Speed, Timing, flat
+from bench.util.formatting import general
 
 #: (record field, header, digits, better: "higher" | "lower" | None).
 SPEED_COLUMNS: tuple[tuple[str, str, int, str | None], ...] = (
-    ("timing.ms_per_image", "ms p50", 2, "lower"),
-    ("timing.ms_per_image_p95", "ms p95", 2, "lower"),
-    ("timing.images_per_s_batch1", "img/s b=1", 1, "higher"),
-    ("timing.images_per_s", "img/s best", 1, "higher"),
-    ("timing.best_batch", "batch", 0, None),
-    ("timing.peak_mem_mb", "peak MB", 0, "lower"),
-    ("gflops_per_image", "GFLOP/img", 1, None),
-    ("speed.ratio_to_floor", "x floor", 1, "lower"),
-    ("metrics.f1", "F1", 2, "higher"),
-    ("metrics.auroc", "AUROC", 2, "higher"),
-    ("timing.fit_s", "fit s", 1, "lower"),
+    (flat(Field.TIMING, Timing.MS_PER_IMAGE), "ms p50", 2, "lower"),
+    (flat(Field.TIMING, Timing.MS_PER_IMAGE_P95), "ms p95", 2, "lower"),
+    (flat(Field.TIMING, Timing.IMAGES_PER_S_BATCH1), "img/s b=1", 1, "higher"),
+    (flat(Field.TIMING, Timing.IMAGES_PER_S), "img/s best", 1, "higher"),
+    (flat(Field.TIMING, Timing.BEST_BATCH), "batch", 0, None),
+    (flat(Field.TIMING, Timing.PEAK_MEM_MB), "peak MB", 0, "lower"),
+    (Field.GFLOPS_PER_IMAGE, "GFLOP/img", 1, None),
+    (flat(Field.SPEED, Speed.RATIO_TO_FLOOR), "x floor", 1, "lower"),
+    (flat(Field.METRICS, "f1"), "F1", 2, "higher"),
+    (flat(Field.METRICS, "auroc"), "AUROC", 2, "higher"),
+    (flat(Field.TIMING, Timing.FIT_S), "fit s", 1, "lower"),
 )
 
 
@@ -51,19 +53,23 @@ def _present(value: Any) -> bool:
 
 def speed_label(rec: Mapping[str, Any]) -> str:
     """``method [variant] mode/precision``; parts a record lacks are left out."""
-    label = str(rec.get("method"))
-    variant = rec.get("variant")
+    label = str(rec.get(Field.METHOD))
+    variant = rec.get(Field.VARIANT)
     if _present(variant) and variant != "base":
         label += f" [{variant}]"
-    how = [str(rec[k]) for k in ("inference.mode", "inference.precision") if _present(rec.get(k))]
+    how = [
+        str(rec[k])
+        for k in (flat(Field.INFERENCE, Inference.MODE), flat(Field.INFERENCE, Inference.PRECISION))
+        if _present(rec.get(k))
+    ]
     return f"{label} {'/'.join(how)}" if how else label
 
 
 def speed_rows(ok: pd.DataFrame) -> pd.DataFrame:
     """The speed records among finished ones, each with its row ``label``."""
-    if "kind" not in ok:
+    if Field.KIND not in ok:
         return ok.iloc[:0]
-    rows = ok[ok["kind"] == "speed"].copy()
+    rows = ok[ok[Field.KIND] == Kind.SPEED].copy()
     rows["label"] = [speed_label(rec) for rec in rows.to_dict("records")]
     return rows
 
@@ -75,25 +81,27 @@ def speed_table(data: RunData) -> Table | None:
         return None
     long = pd.concat(
         [
-            rows[["label", "dataset"]].assign(column=header, value=rows[key].astype(float))
+            rows[["label", Field.DATASET]].assign(column=header, value=rows[key].astype(float))
             for key, header, _, _ in present
         ],
         ignore_index=True,
     )
-    summary = summarize(long, ["label", "dataset", "column"])
+    summary = summarize(long, ["label", Field.DATASET, "column"])
     labels = list(dict.fromkeys(rows["label"]))
-    datasets = list(dict.fromkeys(rows["dataset"]))
+    datasets = list(dict.fromkeys(rows[Field.DATASET]))
     columns = pd.MultiIndex.from_tuples([(d, h) for d in datasets for _, h, _, _ in present])
     frames = {}
     for stat in ("mean", "std", "n"):
         wide = summary.reset_index().pivot_table(
-            index="label", columns=["dataset", "column"], values=stat, dropna=False, sort=False
+            index="label", columns=[Field.DATASET, "column"], values=stat, dropna=False, sort=False
         )
         frames[stat] = wide.reindex(index=labels, columns=columns)
     frames["n"] = frames["n"].fillna(0).astype(int)
     for frame in frames.values():
-        frame.index.name = "method"
-    devices = ", ".join(str(d) for d in rows["device_name"].dropna().unique()) or "unknown device"
+        frame.index.name = Field.METHOD
+    devices = (
+        ", ".join(str(d) for d in rows[Field.DEVICE_NAME].dropna().unique()) or "unknown device"
+    )
     table = Table(
         name="speed",
         caption=f"Speed on {devices}, every method and variant in one process (bench speed). "
@@ -114,16 +122,19 @@ def speed_table(data: RunData) -> Table | None:
 
 def _notes(rows: pd.DataFrame) -> list[Note]:
     notes = []
-    if "speed.peak_source" in rows:
-        sources = sorted({str(s) for s in rows["speed.peak_source"].dropna()})
-        peaks = sorted({float(p) for p in rows["speed.peak_tflops"].dropna()})
+    if flat(Field.SPEED, Speed.PEAK_SOURCE) in rows:
+        sources = sorted({str(s) for s in rows[flat(Field.SPEED, Speed.PEAK_SOURCE)].dropna()})
+        peaks = sorted({float(p) for p in rows[flat(Field.SPEED, Speed.PEAK_TFLOPS)].dropna()})
         if sources:
-            shown = ", ".join(f"{p:g}" for p in peaks)
+            shown = ", ".join(general(p) for p in peaks)
             notes.append(Note("", f"Peak TFLOP/s: {shown} ({'; '.join(sources)})."))
-    if "speed.ratio_to_floor" not in rows or rows["speed.ratio_to_floor"].isna().all():
+    if (
+        flat(Field.SPEED, Speed.RATIO_TO_FLOOR) not in rows
+        or rows[flat(Field.SPEED, Speed.RATIO_TO_FLOOR)].isna().all()
+    ):
         notes.append(Note("", "No FLOP floor: no peak TFLOP/s known for this device."))
     flags = flags_of(rows)
-    subsets = sorted({f for fs in flags for f in fs if f.startswith("eval:subset")})
+    subsets = sorted({f for fs in flags for f in fs if f.startswith(Flag.EVAL_SUBSET_PREFIX)})
     if subsets:
         notes.append(Note("", f"Quality on a label-stratified test subset: {', '.join(subsets)}."))
     common = set.intersection(*(set(f) for f in flags)) if len(flags) else set()
@@ -155,39 +166,39 @@ def speed_figures(ok: pd.DataFrame) -> list[tuple[str, Figure, str]]:
 def _latency_stats(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for rec in rows.to_dict("records"):
-        values = rec.get("timing.latency_ms")
+        values = rec.get(flat(Field.TIMING, Timing.LATENCY_MS))
         if not isinstance(values, list | tuple) or not values:
             continue
         ms = np.asarray(values, dtype=float)
         center = float(np.median(ms))
         lo, hi = np.percentile(ms, [5, 95])
-        out.append((rec["label"], rec["dataset"], center, float(lo), float(hi)))
-    return pd.DataFrame(out, columns=["method", "dataset", "center", "lo", "hi"])
+        out.append((rec["label"], rec[Field.DATASET], center, float(lo), float(hi)))
+    return pd.DataFrame(out, columns=[Field.METHOD, Field.DATASET, "center", "lo", "hi"])
 
 
 def _batch_sweep(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for rec in rows.to_dict("records"):
-        batches = rec.get("speed.batches")
+        batches = rec.get(flat(Field.SPEED, Speed.BATCHES))
         if not isinstance(batches, list | tuple):
             continue
         for b in batches:
             if b.get("images_per_s") is not None:  # None: skipped, over the time budget
                 out.append(
-                    (rec["label"], rec["dataset"], int(b["batch"]), float(b["images_per_s"]))
+                    (rec["label"], rec[Field.DATASET], int(b["batch"]), float(b["images_per_s"]))
                 )
-    return pd.DataFrame(out, columns=["label", "dataset", "batch", "images_per_s"])
+    return pd.DataFrame(out, columns=["label", Field.DATASET, "batch", "images_per_s"])
 
 
 def throughput_figure(sweep: pd.DataFrame) -> Figure:
     """Images/s against images per call, log-log, one line per (label, dataset)."""
     labels = list(dict.fromkeys(sweep["label"]))
     look = charts.styles(labels)
-    datasets = list(dict.fromkeys(sweep["dataset"]))
+    datasets = list(dict.fromkeys(sweep[Field.DATASET]))
     with mpl.rc_context(charts.STYLE):
         fig = Figure(figsize=(charts.COLUMN_WIDTH_IN * 1.4, 3.0), layout="constrained")
         ax = fig.add_subplot()
-        for (label, dataset), part in sweep.groupby(["label", "dataset"], sort=False):
+        for (label, dataset), part in sweep.groupby(["label", Field.DATASET], sort=False):
             part = part.sort_values("batch")
             name = label if len(datasets) == 1 else f"{label} · {dataset}"
             ax.plot(part["batch"], part["images_per_s"], label=name, markersize=3.5, **look[label])

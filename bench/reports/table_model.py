@@ -5,16 +5,15 @@ console) shares these types."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from bench.reports.load import (
-    BACKBONE_FLAG_PREFIX,
-    RANDOM_WEIGHTS_FLAG,
-    flags_of,
-    substituted_backbones,
-)
+from bench.reports.load import flags_of, substituted_backbones
+from bench.store.schema import Field, Flag
+from bench.util.formatting import PLAIN, UNDEFINED, Notation, spread
 
 DAGGER = "dagger"  # row marker: random-init backbone
 SUBSTITUTE = "substitute"  # row marker: a pretrained backbone that is not the paper's
@@ -54,6 +53,27 @@ class Table:
         if self.low is None or self.high is None:
             return None
         return float(self.low.iat[i, j]), float(self.high.iat[i, j])
+
+    def cell_texts(
+        self, markup: Callable[[str, str], str], notation: Notation = PLAIN
+    ) -> np.ndarray:
+        """Every cell as text: mean ± std, or the bootstrap interval where there is one
+        (:func:`bench.util.formatting.spread`), with its significance marker placed by
+        ``markup(text, marker)``; a cell without a value is :data:`UNDEFINED`, unmarked."""
+        cells = np.empty(self.mean.shape, dtype=object)
+        for i in range(self.mean.shape[0]):
+            for j, col in enumerate(self.mean.columns):
+                marker = "" if self.cell_markers is None else str(self.cell_markers.iat[i, j] or "")
+                text = spread(
+                    self.mean.iat[i, j],
+                    self.std.iat[i, j],
+                    int(self.n.iat[i, j]),
+                    self.digits_of(col[-1]),
+                    self.interval_of(i, j),
+                    notation,
+                )
+                cells[i, j] = text if text == UNDEFINED else markup(text, marker)
+        return cells
 
     def __post_init__(self) -> None:
         self.label = self.label or f"tab:{self.name}"
@@ -102,7 +122,7 @@ def _flag_notes(frame: pd.DataFrame) -> list[Note]:
         return []
     common = set.intersection(*(set(f) for f in flags))
     # backbone flags have their own footnote (mark_backbones)
-    common = {f for f in common if not f.startswith(BACKBONE_FLAG_PREFIX)}
+    common = {f for f in common if not f.startswith(Flag.BACKBONE_PREFIX)}
     return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
 
 
@@ -117,11 +137,11 @@ def substitute_note(backbones: dict[str, list[str]]) -> Note:
     )
 
 
-def mark_backbones(table: Table, rows: pd.DataFrame, key: str = "method") -> None:
+def mark_backbones(table: Table, rows: pd.DataFrame, key: str = Field.METHOD) -> None:
     """Dagger on random-init rows, section sign on substitute-backbone rows, with footnotes."""
     flags = flags_of(rows)
     random_rows = {
-        str(r) for r, f in zip(rows[key], flags, strict=True) if RANDOM_WEIGHTS_FLAG in f
+        str(r) for r, f in zip(rows[key], flags, strict=True) if Flag.RANDOM_WEIGHTS in f
     }
     for row in sorted(random_rows):
         table.row_markers.setdefault(row, []).append(DAGGER)

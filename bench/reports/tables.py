@@ -44,6 +44,7 @@ from bench.reports.table_model import (
     mark_backbones,
     substitute_note,
 )
+from bench.store.schema import Field, Timing, flat
 
 #: The paper's table columns, in order: (record metric key, column header).
 MAIN_METRICS: tuple[tuple[str, str], ...] = (
@@ -66,10 +67,10 @@ ABLATION_METRICS: tuple[tuple[str, str], ...] = (
 
 #: Timing columns: (record timing key, header, digits, better).
 TIMING_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
-    ("fit_s", "Fit (s)", 1, "lower"),
-    ("ms_per_image", "ms/image", 2, "lower"),
-    ("images_per_s", "images/s", 1, "higher"),
-    ("peak_mem_mb", "Peak mem. (MB)", 0, "lower"),
+    (Timing.FIT_S, "Fit (s)", 1, "lower"),
+    (Timing.MS_PER_IMAGE, "ms/image", 2, "lower"),
+    (Timing.IMAGES_PER_S, "images/s", 1, "higher"),
+    (Timing.PEAK_MEM_MB, "Peak mem. (MB)", 0, "lower"),
 )
 
 
@@ -91,7 +92,7 @@ def _metric_table(
     name: str,
     caption: str,
 ) -> Table | None:
-    long = tidy(ok, "metrics.")
+    long = tidy(ok, Field.METRICS)
     wanted = dict(metrics)
     long = long[long["metric"].isin(wanted)]
     present = [m for m, _ in metrics if long.loc[long["metric"] == m, "value"].notna().any()]
@@ -99,11 +100,11 @@ def _metric_table(
         return None
     long = long[long["metric"].isin(present)].copy()
     long["column"] = long["metric"].map(wanted)
-    summary = summarize(long, [row_key, "dataset", "column"])
-    cells = _cells(summary, row_key, "dataset", "column")
+    summary = summarize(long, [row_key, Field.DATASET, "column"])
+    cells = _cells(summary, row_key, Field.DATASET, "column")
     # tidy() calls an ablation's parameter value "param_value"; the records call it "value".
     rows = list(dict.fromkeys(ok["value" if row_key == "param_value" else row_key]))
-    datasets = list(dict.fromkeys(ok["dataset"]))
+    datasets = list(dict.fromkeys(ok[Field.DATASET]))
     columns = pd.MultiIndex.from_tuples([(d, wanted[m]) for d in datasets for m in present])
     frames = {k: v.reindex(index=rows, columns=columns) for k, v in cells.items()}
     frames["n"] = frames["n"].fillna(0).astype(int)
@@ -122,7 +123,7 @@ def _metric_table(
 
 
 def _seeds_text(ok: pd.DataFrame) -> str:
-    seeds = sorted(ok["seed"].dropna().astype(int).unique())
+    seeds = sorted(ok[Field.SEED].dropna().astype(int).unique())
     if len(seeds) == 1:
         return f"one seed ({seeds[0]})"
     return f"mean ± std over {len(seeds)} seeds ({', '.join(map(str, seeds))})"
@@ -139,7 +140,7 @@ def main_table(
     rows = reference_rows(ok, refs)
     table = _metric_table(
         rows,
-        "method",
+        Field.METHOD,
         MAIN_METRICS,
         "main",
         f"Anomaly detection on each dataset: {_seeds_text(rows)}. Image-level accuracy, "
@@ -165,12 +166,13 @@ def _bootstrap_intervals(table: Table, rows: pd.DataFrame) -> None:
     header_to_metric = {header: key for key, header in MAIN_METRICS}
     for col in table.mean.columns:
         dataset, metric = col[0], header_to_metric.get(col[-1])
-        ci_col = f"metrics_ci.{metric}"
+        ci_col = flat(Field.METRICS_CI, metric)
         if metric is None or ci_col not in rows:
             continue
         for method in table.mean.index:
             cis = rows.loc[
-                (rows["method"].astype(str) == method) & (rows["dataset"] == dataset), ci_col
+                (rows[Field.METHOD].astype(str) == method) & (rows[Field.DATASET] == dataset),
+                ci_col,
             ]
             bounds = np.array(
                 [ci for ci in cis if isinstance(ci, list | tuple) and len(ci) == 2], dtype=float
@@ -192,7 +194,9 @@ _RULE_TEXT = {
 
 
 def _rule_text(rows: pd.DataFrame) -> str:
-    rules = sorted(rows["threshold_rule"].dropna().unique()) if "threshold_rule" in rows else []
+    rules = (
+        sorted(rows[Field.THRESHOLD_RULE].dropna().unique()) if Field.THRESHOLD_RULE in rows else []
+    )
     if not rules:
         return "each method's own decision"
     return " / ".join(_RULE_TEXT.get(r, str(r)) for r in rules)
@@ -212,7 +216,7 @@ def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
 
 
 def _device_text(ok: pd.DataFrame) -> str:
-    names = ok["device_name"].dropna().unique() if "device_name" in ok else []
+    names = ok[Field.DEVICE_NAME].dropna().unique() if Field.DEVICE_NAME in ok else []
     return ", ".join(str(n) for n in names) or "unknown device"
 
 
@@ -222,20 +226,29 @@ def timing_table(data: RunData) -> Table | None:
     if ok.empty:
         return None
     rows = reference_rows(ok, reference_variants(ok, data.manifests))
-    long = tidy(rows, "timing.")
+    long = tidy(rows, Field.TIMING)
     keys = {key: header for key, header, _, _ in TIMING_COLUMNS}
     long = long[long["metric"].isin(keys)].copy()
     if long.empty:
         return None
     present = [k for k in keys if long.loc[long["metric"] == k, "value"].notna().any()]
     long["column"] = long["metric"].map(keys)
-    cells = _cells(summarize(long, ["method", "dataset", "column"]), "method", "dataset", "column")
-    methods = list(dict.fromkeys(rows["method"]))
-    datasets = list(dict.fromkeys(rows["dataset"]))
+    cells = _cells(
+        summarize(long, [Field.METHOD, Field.DATASET, "column"]),
+        Field.METHOD,
+        Field.DATASET,
+        "column",
+    )
+    methods = list(dict.fromkeys(rows[Field.METHOD]))
+    datasets = list(dict.fromkeys(rows[Field.DATASET]))
     columns = pd.MultiIndex.from_tuples([(d, keys[k]) for d in datasets for k in present])
     frames = {k: v.reindex(index=methods, columns=columns) for k, v in cells.items()}
     frames["n"] = frames["n"].fillna(0).astype(int)
-    kinds = rows["timing.peak_mem_kind"].dropna().unique() if "timing.peak_mem_kind" in rows else []
+    kinds = (
+        rows[flat(Field.TIMING, Timing.PEAK_MEM_KIND)].dropna().unique()
+        if flat(Field.TIMING, Timing.PEAK_MEM_KIND) in rows
+        else []
+    )
     mem = f" Peak memory: {', '.join(map(str, kinds))}." if len(kinds) else ""
     table = Table(
         name="timing",

@@ -22,9 +22,10 @@ from typing import Any
 import pandas as pd
 
 from bench.store.runs import RunStore
+from bench.store.schema import Field, Manifest, Status, Timing
 from bench.util.errors import DataError
 
-DEFAULT_METRICS = ("auroc", "pixel_auroc", "f1", "ms_per_image")
+DEFAULT_METRICS = ("auroc", "pixel_auroc", "f1", Timing.MS_PER_IMAGE)
 _PATTERNS = ("jobs", "*/jobs", "*/*/jobs")
 
 
@@ -36,7 +37,7 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def _value(record: dict[str, Any], metric: str) -> float | None:
-    for section in ("metrics", "timing"):
+    for section in (Field.METRICS, Field.TIMING):
         value = (record.get(section) or {}).get(metric)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -44,9 +45,9 @@ def _value(record: dict[str, Any], metric: str) -> float | None:
 
 
 def _variant(record: dict[str, Any]) -> str:
-    preset = record.get("preset")
+    preset = record.get(Field.PRESET)
     suffix = f" ({preset})" if preset and preset != "paper" else ""
-    return f"{record.get('method', '?')}{suffix} #{str(record.get('params_hash', ''))[:6]}"
+    return f"{record.get(Field.METHOD, '?')}{suffix} #{str(record.get(Field.PARAMS_HASH, ''))[:6]}"
 
 
 def run_rows(folder: Path, metrics: tuple[str, ...] = DEFAULT_METRICS) -> list[dict[str, Any]]:
@@ -56,26 +57,26 @@ def run_rows(folder: Path, metrics: tuple[str, ...] = DEFAULT_METRICS) -> list[d
     records = store.records()
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rec in records:
-        groups.setdefault((_variant(rec), str(rec.get("dataset", "?"))), []).append(rec)
-    started = manifest.get("created_at") or min(
-        (str(r.get("started_at")) for r in records if r.get("started_at")), default=None
+        groups.setdefault((_variant(rec), str(rec.get(Field.DATASET, "?"))), []).append(rec)
+    started = manifest.get(Manifest.CREATED_AT) or min(
+        (str(r.get(Field.STARTED_AT)) for r in records if r.get(Field.STARTED_AT)), default=None
     )
-    commit = manifest.get("git_commit") or next(
-        (r.get("git_commit") for r in records if r.get("git_commit")), None
+    commit = manifest.get(Manifest.GIT_COMMIT) or next(
+        (r.get(Field.GIT_COMMIT) for r in records if r.get(Field.GIT_COMMIT)), None
     )
     rows = []
     for (variant, dataset), recs in sorted(groups.items()):
-        ok = [r for r in recs if r.get("status") == "ok"]
+        ok = [r for r in recs if r.get(Field.STATUS) == Status.OK]
         row: dict[str, Any] = {
-            "run": manifest.get("name") or manifest.get("run_id") or folder.name,
-            "run_id": manifest.get("run_id") or folder.name,
+            "run": manifest.get(Manifest.NAME) or manifest.get(Manifest.RUN_ID) or folder.name,
+            Field.RUN_ID: manifest.get(Manifest.RUN_ID) or folder.name,
             "path": str(folder),
             "started": started,
-            "finished": manifest.get("finished_at"),
+            "finished": manifest.get(Manifest.FINISHED_AT),
             "commit": commit,
-            "method": variant,
-            "dataset": dataset,
-            "seeds": ",".join(str(s) for s in sorted(r.get("seed", -1) for r in ok)),
+            Field.METHOD: variant,
+            Field.DATASET: dataset,
+            Manifest.SEEDS: ",".join(str(s) for s in sorted(r.get(Field.SEED, -1) for r in ok)),
             "ok": f"{len(ok)}/{len(recs)}",
         }
         for metric in metrics:
@@ -99,14 +100,14 @@ def history_frame(
     if frame.empty:
         return frame
     if name is not None:
-        frame = frame[(frame["run"] == name) | (frame["run_id"] == name)]
+        frame = frame[(frame["run"] == name) | (frame[Field.RUN_ID] == name)]
     if method is not None:
-        frame = frame[frame["method"].str.split(" ").str[0] == method]
-    order = ["started", "finished", "run_id", "method", "dataset"]
+        frame = frame[frame[Field.METHOD].str.split(" ").str[0] == method]
+    order = ["started", "finished", Field.RUN_ID, Field.METHOD, Field.DATASET]
     frame = frame.sort_values(order, na_position="first")
     if last is not None:
-        keep = list(dict.fromkeys(frame["run_id"]))[-last:] if last > 0 else []
-        frame = frame[frame["run_id"].isin(keep)]
+        keep = list(dict.fromkeys(frame[Field.RUN_ID]))[-last:] if last > 0 else []
+        frame = frame[frame[Field.RUN_ID].isin(keep)]
     return frame.reset_index(drop=True)
 
 
@@ -119,8 +120,8 @@ def resolve_run(ref: str | Path, root: Path) -> Path:
     matches = []
     for folder in run_folders(root):
         manifest = RunStore(folder).read_manifest() or {}
-        if str(ref) in (manifest.get("name"), manifest.get("run_id"), folder.name):
-            matches.append((str(manifest.get("created_at") or ""), folder))
+        if str(ref) in (manifest.get(Manifest.NAME), manifest.get(Manifest.RUN_ID), folder.name):
+            matches.append((str(manifest.get(Manifest.CREATED_AT) or ""), folder))
     if not matches:
         raise DataError(
             f"{ref}: no such results folder or file, and no run of that name or id under {root}"

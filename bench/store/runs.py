@@ -45,18 +45,21 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from bench.store.schema import is_bench_manifest, manifest_problem, record_problem
+from bench.store.schema import Field, Status, is_bench_manifest, manifest_problem, record_problem
 from bench.util.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) so that ``path`` appears whole or not at all: a temp file
+    beside it, flushed to disk, renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    binary = isinstance(data, bytes)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -64,6 +67,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, text)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -174,21 +181,6 @@ def _parse_bytes(data: bytes) -> tuple[Any, str | None]:
         return None, f"not valid JSON ({exc})"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _json_safe(obj: Any) -> Any:
     """NaN/inf are not JSON: store them as null so any reader can parse the record."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -222,10 +214,10 @@ class RunStore:
 
     def is_done(self, job_id: str) -> bool:
         record = self.read_record(job_id)
-        return record is not None and record.get("status") == "ok"
+        return record is not None and record.get(Field.STATUS) == Status.OK
 
     def write_record(self, record: dict[str, Any]) -> Path:
-        path = self.record_path(record["job_id"])
+        path = self.record_path(record[Field.JOB_ID])
         write_json(path, record)
         return path
 
@@ -242,7 +234,7 @@ class RunStore:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         path = self.maps_path(job_id)
-        _atomic_write_bytes(path, buffer.getvalue())
+        _atomic_write(path, buffer.getvalue())
         return path
 
     @property
