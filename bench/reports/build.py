@@ -15,14 +15,16 @@ Reads only the stored records and their side files; never reruns a model.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.reports import charts, latex, markdown, qualitative
 from bench.reports.csv_out import write_csv
-from bench.reports.html import render_index
+from bench.reports.html import PageFigure, Section, render_index
 from bench.reports.load import (
     ablations,
     grid_long,
@@ -32,8 +34,16 @@ from bench.reports.load import (
     reference_variants,
     scores_long,
 )
-from bench.reports.speed import speed_figures
-from bench.reports.tables import ABLATION_METRICS, Table, all_tables
+from bench.reports.speed import speed_figures, speed_table
+from bench.reports.table_model import Table
+from bench.reports.tables import (
+    ABLATION_METRICS,
+    ablation_table,
+    device_slug,
+    devices,
+    main_table,
+    timing_tables,
+)
 from bench.util.errors import DataError
 
 
@@ -64,64 +74,89 @@ def write_report(
     refs = reference_variants(ok, data.manifests)
     rows = reference_rows(ok, refs)
     sweeps = ablations(ok, refs)
-    tables = all_tables(data, sweeps, digits, interval)
+    main = main_table(data, digits, interval=interval)
+    timing = timing_tables(data)
+    speed = speed_table(data)
+    sweep_tables = [ablation_table(a, digits) for a in sweeps]
+    tables = [t for t in (main, *timing, speed, *sweep_tables) if t is not None]
     result = ReportOutput(out_dir, out_dir / "index.html", tables)
 
-    table_files = []
+    table_files: dict[str, tuple[Table, dict[str, Path]]] = {}
     for table in tables:
         files = {
             "tex": latex.write_latex(table, tables_dir),
             "md": markdown.write_markdown(table, tables_dir),
             "csv": write_csv(table, tables_dir),
         }
-        table_files.append((table, files))
+        table_files[table.name] = (table, files)
         for kind, path in files.items():
             result.files.setdefault(kind, []).append(path)
     (out_dir / "tables.md").write_text(
         "\n".join(markdown.to_markdown(t) for t in tables), encoding="utf-8"
     )
 
-    figures: list[tuple[str, dict[str, Path]]] = []
-
-    def save(fig: Figure, name: str, caption: str) -> None:
+    def save(section: Section, fig: Figure, name: str, caption: str, size: str = "half") -> None:
         pdf, png = charts.save_figure(fig, figures_dir / name)
-        figures.append((caption, {"png": png, "pdf": pdf}))
+        section.figures.append(PageFigure(name, caption, {"png": png, "pdf": pdf}, size))
         result.files.setdefault("pdf", []).append(pdf)
         result.files.setdefault("png", []).append(png)
 
-    latency = latency_long(rows)
-    if latency.empty:
-        result.skipped.append("latency: no timing in the records")
-    else:
-        save(charts.latency_figure(latency), "latency", "Inference latency per method.")
+    def tables_of(*names: str) -> list[tuple[Table, dict[str, Path]]]:
+        return [table_files[n] for n in names if n in table_files]
+
+    overview = Section(
+        "results",
+        "Results",
+        "Image-level detection quality of every method on every dataset (mean ± std over "
+        "seeds, or the bootstrap interval where asked); best per column in bold, second best "
+        "underlined; markers are explained under each table.",
+        tables_of("main"),
+    )
+    cost = Section(
+        "cost",
+        "Cost: time, memory and compute",
+        "Times are per device: a CPU time and a GPU time never share a table or a chart.",
+    )
+    device_names = devices(ok)
+    timing_names = [t.name for t in timing]
+    for k, device in enumerate(device_names or [""]):
+        part = rows if len(device_names) <= 1 else rows[rows["device_name"] == device]
+        suffix = "" if len(device_names) <= 1 else f"_{device_slug(device)}"
+        target = cost
+        if len(device_names) > 1:
+            target = Section(f"cost-{device_slug(device)}", f"On {device}")
+            cost.children.append(target)
+        target.tables += tables_of(timing_names[k]) if k < len(timing_names) else []
+        _cost_figures(part, suffix, result, target, save)
+    cost.tables += tables_of("speed")
     for name, fig, caption in speed_figures(ok):  # bench speed: every variant, batch sweep
-        save(fig, name, caption)
-    if "timing.fit_s" in rows and rows["timing.fit_s"].notna().any():
-        save(charts.fit_time_figure(rows), "fit_time", "Fit (training) time per method.")
-    if {"timing.images_per_s"} <= set(rows) and any(
-        c in rows for c in ("metrics.f1", "metrics.f1_max")
-    ):
-        save(charts.frontier_figure(rows), "frontier", "Throughput vs F1: the frontier.")
-    for cost, name, caption in (
+        save(cost, fig, name, caption)
+    for measure, name, caption in (
         ("fit_info.train_gflops", "compute_train", "Quality against training compute"),
         ("gflops_per_image", "compute_inference", "Quality against inference compute"),
     ):
-        if charts.compute_points(ok, cost, "auroc").empty:
-            result.skipped.append(f"{name}: no record with {cost} and an image AUROC")
+        if charts.compute_points(ok, measure, "auroc").empty:
+            result.skipped.append(f"{name}: no record with {measure} and an image AUROC")
         else:
             save(
-                charts.compute_figure(ok, cost, refs),
+                cost,
+                charts.compute_figure(ok, measure, refs),
                 name,
                 f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
                 "main-table setting.",
+                "wide",
             )
+    per_dataset = Section("datasets", "Per dataset")
     for dataset in dict.fromkeys(rows["dataset"]):
         part = rows[rows["dataset"] == dataset]
+        section = Section(f"dataset-{slug(dataset)}", str(dataset))
+        per_dataset.children.append(section)
         scores = scores_long(data, part)
         if scores.empty:
             result.skipped.append(f"roc {dataset}: no <job>.scores.csv beside the records")
         else:
             save(
+                section,
                 charts.roc_figure(scores, f"Image-level ROC, {dataset}"),
                 f"roc_{slug(dataset)}",
                 f"ROC curves on {dataset} (mean over seeds, ± std band).",
@@ -131,12 +166,25 @@ def write_report(
             result.skipped.append(f"qualitative {dataset}: no <job>.maps.npz (older run?)")
         else:
             save(
+                section,
                 qualitative.qualitative_grid(grid, f"{dataset}: input, ground truth, maps"),
                 f"qualitative_{slug(dataset)}",
                 f"Qualitative results on {dataset}: first test images of each defect type.",
+                "wide",
             )
-    for sweep in sweeps:
+    ablation_section = Section(
+        "ablations", "Ablations", "One parameter varied at a time around the main-table setting."
+    )
+    for sweep, table in zip(sweeps, sweep_tables, strict=True):
+        name = f"ablation_{slug(sweep.method)}_{slug(sweep.param)}"
+        child = Section(
+            name.replace("_", "-"),
+            f"{sweep.method}.{sweep.param}",
+            tables=tables_of(table.name) if table is not None else [],
+        )
+        ablation_section.children.append(child)
         save(
+            child,
             charts.ablation_figure(
                 sweep.rows,
                 sweep.param,
@@ -144,14 +192,16 @@ def write_report(
                 sweep.reference,
                 f"{sweep.method}: {sweep.param}",
             ),
-            f"ablation_{slug(sweep.method)}_{slug(sweep.param)}",
+            name,
             f"Ablation of {sweep.method}.{sweep.param} (dotted: main-table setting).",
         )
 
+    n_jobs, methods = len(ok), ok["method"].nunique()
     page = render_index(
         f"radar-bench report: {Path(source).name}",
-        table_files,
-        figures,
+        f"{n_jobs} finished job(s) of {methods} method(s) on "
+        f"{ok['dataset'].nunique()} dataset(s); {', '.join(device_names) or 'unknown device'}.",
+        [overview, cost, per_dataset, ablation_section],
         data.manifests,
         data.failed,
         out_dir,
@@ -159,3 +209,39 @@ def write_report(
     )
     result.index.write_text(page, encoding="utf-8")
     return result
+
+
+def _cost_figures(
+    rows: pd.DataFrame,
+    suffix: str,
+    result: ReportOutput,
+    section: Section,
+    save: Callable[..., None],
+) -> None:
+    """Latency, fit time and the throughput/quality frontier of one device's records."""
+    latency = latency_long(rows)
+    if latency.empty:
+        result.skipped.append(f"latency{suffix}: no timing in the records")
+    else:
+        save(
+            section,
+            charts.latency_figure(latency),
+            f"latency{suffix}",
+            "Inference latency per method.",
+        )
+    if "timing.fit_s" in rows and rows["timing.fit_s"].notna().any():
+        save(
+            section,
+            charts.fit_time_figure(rows),
+            f"fit_time{suffix}",
+            "Fit (training) time per method.",
+        )
+    if {"timing.images_per_s"} <= set(rows) and any(
+        c in rows for c in ("metrics.f1", "metrics.f1_max")
+    ):
+        save(
+            section,
+            charts.frontier_figure(rows),
+            f"frontier{suffix}",
+            "Throughput vs F1: the frontier.",
+        )
