@@ -144,7 +144,6 @@ def write_report(
                 name,
                 f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
                 "main-table setting.",
-                "wide",
             )
     per_dataset = Section("datasets", "Per dataset")
     for dataset in dict.fromkeys(rows["dataset"]):

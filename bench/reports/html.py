@@ -55,7 +55,8 @@ p.notes { font-size: .85em; color: var(--muted); }
 .links a, a.filelink { margin-right: .8em; font-size: .82em; color: var(--muted); }
 .figures { display: flex; flex-wrap: wrap; gap: 1.2em; }
 figure { margin: 0; flex: 1 1 100%; }
-figure.half { flex: 1 1 calc(50% - 1.2em); min-width: 320px; }
+figure.half { flex: 0 1 calc(50% - .6em); min-width: 320px; }
+figure.wide img { max-width: 1000px; }
 figure img { width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; }
 figcaption { font-size: .85em; color: var(--muted); margin-top: .3em; }
 details { margin: .8em 0; } summary { cursor: pointer; color: var(--muted); }
@@ -66,7 +67,7 @@ pre { background: var(--band); padding: .8em; overflow-x: auto; font-size: .8em;
   .scroll { max-height: none; overflow: visible; border: none; }
   thead th { position: static; }
   .table-block, figure { break-inside: avoid; }
-  figure.half { flex-basis: calc(50% - 1.2em); }
+  figure.half { flex-basis: calc(50% - .6em); }
   h2 { break-after: avoid; }
 }
 """
