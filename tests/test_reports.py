@@ -7,6 +7,7 @@ import itertools
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,12 +23,14 @@ from bench.evaluation.examples import example_maps, pick_examples
 from bench.interface import ImageSet, Prediction
 from bench.methods.registry import MethodEntry, register_method
 from bench.reports import latex, markdown
+from bench.reports.build import write_report
 from bench.reports.load import ablations, load_run, reference_variants
 from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Note
 from bench.reports.tables import (
     ablation_table,
     main_table,
     timing_table,
+    timing_tables,
 )
 from bench.store.runs import RunStore
 
@@ -439,7 +442,6 @@ def test_bootstrap_interval_replaces_std_where_records_have_one(tmp_path) -> Non
 
 def test_quality_against_compute_points_and_figures(tmp_path):
     from bench.reports import charts
-    from bench.reports.build import write_report
 
     store = RunStore(tmp_path / "run")
     # radar at 3 training lengths (the 100-step one is its reference, written first and most
@@ -468,3 +470,102 @@ def test_quality_against_compute_points_and_figures(tmp_path):
     for name in ("compute_train", "compute_inference"):
         with Image.open(tmp_path / "report" / "figures" / f"{name}.png") as im:
             assert np.asarray(im.convert("L")).std() > 5
+
+
+# ---------------------------------------------------------------- the page a person opens
+
+
+class _Page(HTMLParser):
+    """The page's structure: ids of sections, the TOC's links, figures, tables, details."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.toc: list[str] = []
+        self.stack: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.figcaptions: list[str] = []
+        self._in_caption = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        if a.get("id"):
+            self.ids.append(str(a["id"]))
+        if tag == "a" and "nav" in self.stack and str(a.get("href", "")).startswith("#"):
+            self.toc.append(str(a["href"])[1:])
+        if tag == "figcaption":
+            self._in_caption = True
+            self.figcaptions.append("")
+        if tag not in ("img", "meta", "br", "link"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figcaption":
+            self._in_caption = False
+        if tag in self.stack:
+            del self.stack[len(self.stack) - 1 - self.stack[::-1].index(tag) :]
+
+    def handle_data(self, data: str) -> None:
+        if self._in_caption:
+            self.figcaptions[-1] += data
+
+
+def test_report_page_is_navigable_and_self_contained(report):
+    _, out = report
+    page_text = (out / "index.html").read_text()
+    page = _Page()
+    page.feed(page_text)
+    assert not page.stack, f"unclosed tags: {page.stack}"
+    # every entry of the table of contents leads to a section of the page, and back
+    assert page.toc and set(page.toc) <= set(page.ids)
+    for section in ("results", "cost", "datasets", "dataset-synthetic", "ablations", "run"):
+        assert section in page.toc
+    # every figure embedded, sized by the stylesheet, with a caption
+    assert page.counts["figure"] == page.counts["figcaption"] == page.counts["img"]
+    assert all(caption.strip() for caption in page.figcaptions)
+    assert "data:image/png;base64," in page_text and '<img src="figures/' not in page_text
+    # readable tables: sticky header, numbers right-aligned, print rules
+    assert "position: sticky" in page_text and "text-align: right" in page_text
+    assert "@media print" in page_text
+    # the manifest is folded away; the random-init marker is explained under its table
+    assert page.counts["details"] == 1
+    assert "† randomly initialised backbone" in page_text.replace("</span> ", " ")
+
+
+def _device_run(tmp_path: Path) -> Path:
+    store = RunStore(tmp_path / "two-devices")
+    for device, ms in (("Test CPU", 40.0), ("NVIDIA H200", 0.4)):
+        for seed in (0, 1):
+            rec = _rec(f"{device[:4]}{seed}", "m", seed, {"f1": 0.5, "auroc": 0.7})
+            rec["device_name"] = device
+            rec["timing"]["ms_per_image"] = ms
+            rec["gflops_per_image"] = 7.0
+            rec["inference"] = {"unet_forward_passes": 1}
+            store.write_record(rec)
+    return tmp_path / "two-devices"
+
+
+def test_cpu_and_gpu_times_never_share_a_table(tmp_path):
+    tables = timing_tables(load_run(_device_run(tmp_path)))
+    by_name = {t.name: t for t in tables}
+    assert set(by_name) == {"timing_test_cpu", "timing_nvidia_h200"}
+    for name, ms in (("timing_test_cpu", 40.0), ("timing_nvidia_h200", 0.4)):
+        table = by_name[name]
+        assert table.mean[("synthetic", "ms/image")].tolist() == [ms]
+        # cost beside speed: GFLOP/image and U-Net passes per image
+        assert table.mean[("synthetic", "GFLOP/image")].tolist() == [7.0]
+        assert table.mean[("synthetic", "U-Net passes")].tolist() == [1.0]
+    cpu = by_name["timing_test_cpu"].caption
+    assert "Test CPU" in cpu and "H200" not in cpu
+    out = write_report(_device_run(tmp_path), tmp_path / "report")
+    page = _Page()
+    page.feed(out.index.read_text())
+    assert {"cost-test_cpu", "cost-nvidia_h200"} <= set(page.ids)
+    assert {"latency_test_cpu", "latency_nvidia_h200"} <= {
+        p.stem for p in (tmp_path / "report" / "figures").glob("latency*.png")
+    }
+
+
+def test_one_device_keeps_the_plain_timing_table(handmade):
+    assert [t.name for t in timing_tables(load_run(handmade))] == ["timing"]

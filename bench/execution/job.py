@@ -32,7 +32,6 @@ from typing import Any, ClassVar, Protocol
 import pandas as pd
 import torch
 
-from bench import __version__
 from bench.datasets import make_dataset
 from bench.datasets.base import Dataset
 from bench.evaluation.examples import example_maps
@@ -50,6 +49,7 @@ from bench.store.runs import RunStore, _atomic_write_text
 from bench.util.errors import BenchError
 from bench.util.seeding import seed_everything
 from bench.util.timing import PeakMemory, Stopwatch, measure_latency, timed
+from bench.util.version import __version__
 
 #: A job's progress callback: a message and the fraction of the job done.
 ProgressFn = Callable[[str, float], None]

@@ -48,9 +48,9 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[key] = "absent"
     if out["bench"] == "absent":  # a source checkout that was never pip-installed
-        import bench
+        from bench.util.version import __version__
 
-        out["bench"] = getattr(bench, "__version__", "absent")
+        out["bench"] = __version__
     return out
 
 

@@ -8,11 +8,14 @@ bold / underline ranks as the LaTeX ones, each linked to its .tex, .md and .csv.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import jinja2
 import numpy as np
 import pandas as pd
 
@@ -21,21 +24,53 @@ from bench.reports.table_model import Table
 from bench.store.schema import Field, Manifest
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222;
-       padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
-table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
-th, td { padding: .25em .6em; border-bottom: 1px solid #ddd; text-align: right; }
-th.row_heading, th.blank { text-align: left; }
-caption { caption-side: top; text-align: left; font-size: .9em; color: #444;
-          max-width: 900px; padding-bottom: .4em; }
-.notes { font-size: .8em; color: #444; }
-.links a { margin-right: 1em; font-size: .85em; }
-figure { display: inline-block; margin: .5em 1em 1em 0; vertical-align: top; }
-figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: .8em; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .8em; }
-.scroll { overflow-x: auto; }
+:root { --ink: #1f2328; --muted: #57606a; --rule: #d0d7de; --band: #f6f8fa; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink);
+       max-width: 1180px; margin: 0 auto; padding: 1.5em 1.2em 4em; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: .2em; }
+h2 { font-size: 1.3em; border-bottom: 2px solid var(--rule); padding-bottom: .2em;
+     margin-top: 2.2em; }
+h3 { font-size: 1.1em; margin-top: 1.6em; }
+.lede, .intro { color: var(--muted); max-width: 60em; }
+nav.toc { background: var(--band); border: 1px solid var(--rule); border-radius: 6px;
+          padding: .6em 1.2em; margin: 1em 0 1.5em; font-size: .92em; }
+nav.toc ol { margin: .3em 0; padding-left: 1.4em; }
+nav.toc a { text-decoration: none; }
+.scroll { overflow: auto; max-height: 80vh; border: 1px solid var(--rule); border-radius: 6px; }
+table { border-collapse: separate; border-spacing: 0; font-size: .88em; width: max-content;
+        min-width: 100%; }
+th, td { padding: .3em .7em; border-bottom: 1px solid var(--rule); text-align: right;
+         font-variant-numeric: tabular-nums; white-space: nowrap; }
+thead th { position: sticky; top: 0; background: var(--band); z-index: 1; }
+thead tr:nth-child(2) th { top: 1.9em; }
+th.row_heading, th.blank, th.index_name { text-align: left; position: sticky; left: 0;
+                                          background: #fff; }
+thead th.blank { background: var(--band); z-index: 2; }
+tbody tr:hover td, tbody tr:hover th { background: #fff8c5; }
+caption { caption-side: top; text-align: left; font-size: .92em; color: var(--muted);
+          padding: .5em .7em; white-space: normal; }
+.table-block { margin: 1em 0 1.8em; }
+ul.notes { font-size: .85em; color: var(--muted); margin: .4em 0; padding-left: 1.2em; }
+.marker { font-weight: 600; color: var(--ink); }
+p.notes { font-size: .85em; color: var(--muted); }
+.links a, a.filelink { margin-right: .8em; font-size: .82em; color: var(--muted); }
+.figures { display: flex; flex-wrap: wrap; gap: 1.2em; }
+figure { margin: 0; flex: 1 1 100%; }
+figure.half { flex: 0 1 calc(50% - .6em); min-width: 320px; }
+figure.wide img { max-width: 1000px; }
+figure img { width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; }
+figcaption { font-size: .85em; color: var(--muted); margin-top: .3em; }
+details { margin: .8em 0; } summary { cursor: pointer; color: var(--muted); }
+pre { background: var(--band); padding: .8em; overflow-x: auto; font-size: .8em; }
+@media print {
+  nav.toc, .links, a.filelink, details { display: none; }
+  body { max-width: none; padding: 0; font-size: 10pt; }
+  .scroll { max-height: none; overflow: visible; border: none; }
+  thead th { position: static; }
+  .table-block, figure { break-inside: avoid; }
+  figure.half { flex-basis: calc(50% - .6em); }
+  h2 { break-after: avoid; }
+}
 """
 
 
@@ -59,19 +94,33 @@ def table_html(table: Table) -> str:
         .format_index(escape="html", axis=0)
         .format_index(escape="html", axis=1)
     )
-    notes = "".join(
-        f"<div>{html.escape(MARKERS.get(n.marker, ''))} {html.escape(n.text)}</div>"
-        for n in table.notes
-    )
-    return f'<div class="scroll">{styler.to_html()}</div><div class="notes">{notes}</div>'
+    return styler.to_html()
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+@dataclass
+class PageFigure:
+    name: str
+    caption: str
+    files: dict[str, Path]  # "png" (embedded), "pdf" (linked)
+    size: Literal["half", "wide"] = "wide"
 
 
-def _manifest_summary(manifests: list[dict[str, Any]]) -> str:
+@dataclass
+class Section:
+    """A part of the page: tables, then figures, then sub-sections (a dataset, a device)."""
+
+    id: str
+    title: str
+    intro: str = ""
+    tables: list[tuple[Table, dict[str, Path]]] = field(default_factory=list)
+    figures: list[PageFigure] = field(default_factory=list)
+    children: list[Section] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.tables or self.figures or any(not c.is_empty() for c in self.children))
+
+
+def _manifest_rows(manifests: list[dict[str, Any]]) -> str:
     rows = []
     for m in manifests:
         env = m.get(Manifest.ENVIRONMENT) or {}
@@ -90,56 +139,73 @@ def _manifest_summary(manifests: list[dict[str, Any]]) -> str:
                 "bench": packages.get("bench"),
             }
         )
-    if not rows:
-        return "<p>No manifest.json found beside the records.</p>"
-    summary = pd.DataFrame(rows).style.hide(axis="index").to_html()
-    full = html.escape(json.dumps(manifests, indent=2, sort_keys=True, default=str))
-    return f"{summary}<details><summary>full manifests</summary><pre>{full}</pre></details>"
+    return pd.DataFrame(rows).style.hide(axis="index").to_html() if rows else ""
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("index.html.j2")
 
 
 def render_index(
     title: str,
-    tables: list[tuple[Table, dict[str, Path]]],
-    figures: list[tuple[str, dict[str, Path]]],
+    lede: str,
+    sections: list[Section],
     manifests: list[dict[str, Any]],
     failed: pd.DataFrame,
     out_dir: Path,
     notes: list[str] | None = None,
 ) -> str:
-    """The page. ``tables``: (table, {"tex"|"md"|"csv": path}); ``figures``: (caption,
-    {"png"|"pdf": path}); paths are linked relative to ``out_dir``."""
+    """The page: a table of contents, the sections, then the run manifest folded away. Figures
+    are embedded (the page opens from disk or a mail); files are linked relative to
+    ``out_dir``."""
 
-    def link(path: Path) -> str:
-        rel = Path(path).resolve().relative_to(Path(out_dir).resolve()).as_posix()
-        return f'<a href="{html.escape(rel)}">{html.escape(rel)}</a>'
+    def rel(path: Path) -> str:
+        return Path(path).resolve().relative_to(Path(out_dir).resolve()).as_posix()
 
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<h2>Run</h2>",
-        _manifest_summary(manifests),
-    ]
-    if notes:
-        parts += [f'<p class="notes">{html.escape(n)}</p>' for n in notes]
-    if not failed.empty:
-        cols = [c for c in (Field.METHOD, Field.DATASET, Field.SEED, Field.ERROR) if c in failed]
-        parts += [
-            f"<h3>{len(failed)} failed job(s), left out of every table</h3>",
-            failed[cols].style.hide(axis="index").to_html(),
-        ]
-    parts.append("<h2>Tables</h2>")
-    for table, files in tables:
-        links = " ".join(link(p) for p in files.values())
-        parts += [f"<h3>{html.escape(table.name)}</h3>", table_html(table)]
-        parts.append(f'<p class="links">{links}</p>')
-    parts.append("<h2>Figures</h2>")
-    for caption, files in figures:
-        links = " ".join(link(p) for p in files.values())
-        parts.append(
-            f"<figure>{_img(files['png'])}<figcaption>{html.escape(caption)}<br>"
-            f'<span class="links">{links}</span></figcaption></figure>'
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    def view(section: Section) -> dict[str, Any]:
+        return {
+            "id": section.id,
+            "title": section.title,
+            "intro": section.intro,
+            "tables": [
+                {
+                    "table": table,
+                    "html": table_html(table),
+                    "notes": [(MARKERS.get(n.marker, ""), n.text) for n in table.notes],
+                    "links": [(f".{kind}", rel(path)) for kind, path in files.items()],
+                }
+                for table, files in section.tables
+            ],
+            "figures": [
+                {
+                    "name": fig.name,
+                    "caption": fig.caption,
+                    "size": fig.size,
+                    "png_base64": base64.b64encode(fig.files["png"].read_bytes()).decode("ascii"),
+                    "links": [(f".{k}", rel(p)) for k, p in fig.files.items() if k != "png"],
+                }
+                for fig in section.figures
+            ],
+            "children": [view(c) for c in section.children if not c.is_empty()],
+        }
+
+    cols = [c for c in (Field.METHOD, Field.DATASET, Field.SEED, Field.ERROR) if c in failed]
+    return _template().render(
+        title=title,
+        lede=lede,
+        css=CSS,
+        sections=[view(s) for s in sections if not s.is_empty()],
+        notes=notes or [],
+        failed_count=len(failed),
+        failed_html=failed[cols].style.hide(axis="index").to_html() if not failed.empty else "",
+        manifest_html=_manifest_rows(manifests),
+        manifest_json=json.dumps(manifests, indent=2, sort_keys=True, default=str),
+    )

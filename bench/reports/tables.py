@@ -72,6 +72,12 @@ TIMING_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
     (Timing.IMAGES_PER_S, "images/s", 1, "higher"),
     (Timing.PEAK_MEM_MB, "Peak mem. (MB)", 0, "lower"),
 )
+#: Cost columns beside the timings, so that a reader sees cost as well as speed: (flattened
+#: record column, header, digits, better).
+COST_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
+    ("gflops_per_image", "GFLOP/image", 1, "lower"),
+    ("inference.unet_forward_passes", "U-Net passes", 0, "lower"),
+)
 
 
 def _cells(summary: pd.DataFrame, row: str, group: str, column: str) -> pd.DataFrame:
@@ -220,9 +226,52 @@ def _device_text(ok: pd.DataFrame) -> str:
     return ", ".join(str(n) for n in names) or "unknown device"
 
 
-def timing_table(data: RunData) -> Table | None:
-    """Fit time, latency, throughput and peak memory of each method's reference variant."""
+def _cost_long(rows: pd.DataFrame) -> pd.DataFrame:
+    """GFLOP/image and U-Net passes per image in :func:`tidy`'s long shape (``metric`` holds the
+    flattened column name)."""
+    ids = [c for c in ("job_id", "method", "params_hash", "dataset", "seed") if c in rows]
+    parts = [
+        rows[ids].assign(metric=column, value=pd.to_numeric(rows[column], errors="coerce"))
+        for column, _, _, _ in COST_COLUMNS
+        if column in rows
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def devices(ok: pd.DataFrame) -> list[str]:
+    """The devices the records were timed on, in record order (``device_name``)."""
+    if Field.DEVICE_NAME not in ok:
+        return []
+    return [str(d) for d in dict.fromkeys(ok[Field.DEVICE_NAME].dropna())]
+
+
+def timing_tables(data: RunData) -> list[Table]:
+    """One timing table per device: a CPU time and a GPU time never share a column. With one
+    device the table is ``timing``; with several, ``timing_<device>`` each."""
     ok = data.ok
+    names = devices(ok)
+    if len(names) <= 1:
+        return [t for t in [timing_table(data)] if t is not None]
+    tables = []
+    for k, device in enumerate(names, start=1):
+        subset = ok[ok[Field.DEVICE_NAME] == device]
+        table = timing_table(data, subset, name=f"timing_{device_slug(device) or k}")
+        if table is not None:
+            tables.append(table)
+    return tables
+
+
+def device_slug(device: str) -> str:
+    """``NVIDIA H200`` -> ``nvidia_h200``: the suffix of a device's tables, figures, sections."""
+    return "".join(c if c.isalnum() else "_" for c in device.lower()).strip("_")
+
+
+def timing_table(
+    data: RunData, ok: pd.DataFrame | None = None, name: str = "timing"
+) -> Table | None:
+    """Fit time, latency, throughput, peak memory, GFLOP/image and U-Net passes per image of
+    each method's reference variant (``ok``: the records to use, default every finished one)."""
+    ok = data.ok if ok is None else ok
     if ok.empty:
         return None
     rows = reference_rows(ok, reference_variants(ok, data.manifests))
@@ -231,6 +280,8 @@ def timing_table(data: RunData) -> Table | None:
     long = long[long["metric"].isin(keys)].copy()
     if long.empty:
         return None
+    keys.update({key: header for key, header, _, _ in COST_COLUMNS})
+    long = pd.concat([long, _cost_long(rows)], ignore_index=True)
     present = [k for k in keys if long.loc[long["metric"] == k, "value"].notna().any()]
     long["column"] = long["metric"].map(keys)
     cells = _cells(
@@ -250,16 +301,23 @@ def timing_table(data: RunData) -> Table | None:
         else []
     )
     mem = f" Peak memory: {', '.join(map(str, kinds))}." if len(kinds) else ""
+    cost = (
+        " GFLOP/image: the FLOPs of one test image's forward computation (speed claims name the"
+        " mode); U-Net passes: diffusion-network evaluations per image."
+        if any(keys[k] in {h for _, h, _, _ in COST_COLUMNS} for k in present)
+        else ""
+    )
+    columns_spec = (*TIMING_COLUMNS, *COST_COLUMNS)
     table = Table(
-        name="timing",
+        name=name,
         caption=f"Cost on {_device_text(rows)}: {_seeds_text(rows)}. ms/image is the median of "
         f"the timed single-image calls after warm-up; images/s is the whole test set in one "
-        f"call.{mem}",
+        f"call.{mem}{cost}",
         mean=frames["mean"],
         std=frames["std"],
         n=frames["n"],
-        digits={h: d for _, h, d, _ in TIMING_COLUMNS},
-        better={h: b for _, h, _, b in TIMING_COLUMNS},
+        digits={h: d for _, h, d, _ in columns_spec},
+        better={h: b for _, h, _, b in columns_spec},
     )
     _mark_methods(table, rows)
     return table
@@ -301,6 +359,6 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
 def all_tables(
     data: RunData, ablation_list: list[Ablation], digits: int = 2, interval: str = "std"
 ) -> list[Table]:
-    tables = [main_table(data, digits, interval=interval), timing_table(data), speed_table(data)]
+    tables = [main_table(data, digits, interval=interval), *timing_tables(data), speed_table(data)]
     tables += [ablation_table(a, digits) for a in ablation_list]
     return [t for t in tables if t is not None]
