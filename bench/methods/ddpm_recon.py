@@ -66,7 +66,14 @@ from bench.methods.diffusion.ddpm import (
     reverse_timesteps,
     unet_train_gflops,
 )
-from bench.methods.diffusion.unet_params import check_unet, unet_from, unet_levels
+from bench.methods.diffusion.unet_params import (
+    QUICK_UNET,
+    begin_fit,
+    check_unet,
+    seeded_init,
+    unet_from,
+    unet_levels,
+)
 from bench.methods.diffusionad.detector import top_k_mean
 from bench.util.errors import ConfigError
 from bench.util.flops import count_gflops
@@ -159,11 +166,7 @@ class DDPMReconParams:
 PRESETS: dict[str, dict[str, object]] = {
     # CPU-sized: about 1-2 minutes on 2 cores for 60 train + 60 test images of the synthetic set.
     "quick": {
-        "image_size": 64,
-        "grayscale": True,
-        "block_out_channels": (16, 32, 32),
-        "layers_per_block": 1,
-        "norm_num_groups": 8,
+        **QUICK_UNET,
         "epochs": 40,
         "batch_size": 16,
         "lr": 1e-3,
@@ -213,11 +216,8 @@ class DDPMRecon(Method[DDPMReconParams]):
 
     def fit(self, train: ImageSet, ctx: RunContext) -> DDPMRecon:
         p = self.params
-        dev = ctx.device
-        self.device_ = dev
-        self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
+        dev = begin_fit(self, ctx, _SEED_NOISE)
+        with seeded_init(ctx, _SEED_INIT):
             unet = unet_from(p, p.image_size, self.channels)
         self.unet_ = unet.to(dev)
         self.scheduler_ = make_scheduler(p.num_train_timesteps, p.beta_schedule)

@@ -25,10 +25,14 @@ hashes); this module holds what they have in common: the checks and building the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
+import torch
 from diffusers import UNet2DModel
 
+from bench.interface import RunContext
 from bench.methods.diffusion.ddpm import BETA_SCHEDULES, build_unet
 from bench.util.validation import FieldCheck
 
@@ -87,3 +91,36 @@ def unet_from(params: UNetParams, sample_size: int, channels: int) -> UNet2DMode
         params.norm_num_groups,
         params.attention,
     )
+
+
+#: The CPU-sized U-Net of the diffusion baselines' ``quick`` presets (each adds its own
+#: training length): 64 px grayscale, three levels, one layer per block.
+QUICK_UNET: dict[str, object] = {
+    "image_size": 64,
+    "grayscale": True,
+    "block_out_channels": (16, 32, 32),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+}
+
+
+class Fitted(Protocol):
+    device_: torch.device
+    noise_seed_: int
+
+
+def begin_fit(detector: Fitted, ctx: RunContext, noise_stream: int) -> torch.device:
+    """Record the fit's device and the seed of its per-image test noise (drawn from the job's
+    ``noise_stream``), so that predict does not depend on what ran before it."""
+    detector.device_ = ctx.device
+    detector.noise_seed_ = ctx.generator(noise_stream).initial_seed()
+    return ctx.device
+
+
+@contextmanager
+def seeded_init(ctx: RunContext, init_stream: int) -> Iterator[None]:
+    """Initialise networks from the job's ``init_stream`` without touching the global RNG that
+    the rest of the job draws from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.generator(init_stream).initial_seed())
+        yield

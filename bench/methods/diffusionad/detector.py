@@ -96,7 +96,14 @@ from bench.methods.diffusion.ddpm import (
     unet_train_gflops,
     x0_from_eps,
 )
-from bench.methods.diffusion.unet_params import check_unet, unet_from, unet_levels
+from bench.methods.diffusion.unet_params import (
+    QUICK_UNET,
+    begin_fit,
+    check_unet,
+    seeded_init,
+    unet_from,
+    unet_levels,
+)
 from bench.methods.diffusionad.segnet import SEGNET_DIVISOR, build_segnet, segmentation_loss
 from bench.methods.diffusionad.synthetic_anomalies import SOURCES, AnomalySynthesizer
 from bench.util.flops import count_gflops, count_train_gflops
@@ -235,11 +242,7 @@ PRESETS: dict[str, dict[str, object]] = {
     # CPU-sized: about 3-5 minutes on 2 cores for 60 train + 60 test images of the synthetic set
     # (175 steps). Why each value departs from the paper: see the module docstring.
     "quick": {
-        "image_size": 64,
-        "grayscale": True,
-        "block_out_channels": (16, 32, 32),
-        "layers_per_block": 1,
-        "norm_num_groups": 8,
+        **QUICK_UNET,
         "seg_base_width": 8,
         "epochs": 25,
         "batch_size": 8,
@@ -295,11 +298,8 @@ class DiffusionAD(Method[DiffusionADParams]):
 
     def fit(self, train: ImageSet, ctx: RunContext) -> DiffusionAD:
         p = self.params
-        dev = ctx.device
-        self.device_ = dev
-        self.noise_seed_ = ctx.generator(_SEED_NOISE).initial_seed()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.generator(_SEED_INIT).initial_seed())
+        dev = begin_fit(self, ctx, _SEED_NOISE)
+        with seeded_init(ctx, _SEED_INIT):
             unet = unet_from(p, p.image_size, self.channels)
             segnet = build_segnet(self.channels, p.seg_base_width, p.seg_init_prior)
         self.unet_, self.segnet_ = unet.to(dev), segnet.to(dev)
