@@ -70,9 +70,9 @@ def run_config(
     """The run configuration ``bench run`` builds from its flags (the same checks and errors,
     naming the flag: ``--methods``, ``--seeds``, ``--set``, ...)."""
     from bench.evaluation.protocol import resolve_protocol
+    from bench.execution import policy
     from bench.execution.config import RunConfig, parse_seeds
     from bench.methods import registry
-    from bench.util.errors import ConfigError
 
     method_list = _names(methods, "--methods")
     seed_text = seeds if isinstance(seeds, str) else ",".join(str(int(s)) for s in seeds)
@@ -91,14 +91,7 @@ def run_config(
         calibration_fraction=fraction,
         target_fpr=target_fpr,
     )
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads {threads}: expected a positive integer")
-        cfg.threads = threads
-    elif workers > 1:  # the cores are shared out, not oversubscribed (the timings would suffer)
-        cfg.threads = max(1, min(8, (os.cpu_count() or 1) // workers))
-    if timing_repeats < 1:
-        raise ConfigError(f"--timing-repeats {timing_repeats}: expected a positive integer")
+    policy.apply_job_limits(cfg, threads, workers)
     return cfg
 
 

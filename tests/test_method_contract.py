@@ -16,7 +16,7 @@ import torch
 from helpers import bench_exit_code
 
 from bench.datasets.synthetic import SyntheticDataset
-from bench.execution import prepare, runner
+from bench.execution import job, prepare
 from bench.execution.launchers.ray_launcher import cpu_only
 from bench.interface import (
     Detector,
@@ -110,8 +110,8 @@ def test_the_runner_reads_the_hooks_not_probes() -> None:
 
     spec = types.SimpleNamespace(preset="quick", threshold=types.SimpleNamespace(name="x"))
     spec.threshold.rule = "calibrated"
-    assert runner.job_flags(spec, Bare()) == ["preset:quick"]
-    assert runner.job_flags(spec, Flagged()) == ["preset:quick", "weights:random"]
+    assert job.job_flags(spec, Bare()) == ["preset:quick"]
+    assert job.job_flags(spec, Flagged()) == ["preset:quick", "weights:random"]
 
 
 # -- input preparation ----------------------------------------------------------------------
@@ -184,7 +184,7 @@ def test_readme_example_runs_as_a_bench_job(
     def tiny(spec: str, root: object) -> SyntheticDataset:
         return SyntheticDataset("brick", n_train=6, n_test_good=3, n_test_anomalous=3, size=32)
 
-    monkeypatch.setattr(runner, "make_dataset", tiny)
+    monkeypatch.setattr(job, "make_dataset", tiny)
     results = tmp_path / "results"
     argv = ["run", "--methods", "mean_distance", "--preset", "paper", "--device", "cpu"]
     argv += ["--timing-repeats", "1", "--results-dir", str(results)]

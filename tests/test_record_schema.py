@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import bench_output as bench
 
 from bench.evaluation.protocol import ThresholdProtocol
-from bench.execution import runner
+from bench.execution import job
 from bench.methods.anomalib import imagenet_lite
 from bench.store import schema
 from bench.store.schema import Field, Flag, Timing, flat
@@ -45,13 +45,17 @@ class _Detector:
     flags = ("weights:random",)
 
 
+class _Bare:
+    flags = ()  # what the method base class gives a method without flags
+
+
 def test_flag_builders_spell_what_the_runner_writes():
-    flags = runner.job_flags(_Job("quick", ThresholdProtocol("oracle")), _Detector())
+    flags = job.job_flags(_Job("quick", ThresholdProtocol("oracle")), _Detector())
     preset, rule = Flag.of(Flag.PRESET_PREFIX, "quick"), Flag.of(Flag.THRESHOLD_PREFIX, "oracle")
     assert flags == [preset, rule, Flag.RANDOM_WEIGHTS]
     own = ThresholdProtocol("own", calibration_fraction=0.0)
-    assert runner.job_flags(_Job("paper", own), object()) == [Flag.PROTOCOL_PAPER]
-    assert runner.UNDEFINED_FLAG == Flag.UNDEFINED
+    assert job.job_flags(_Job("paper", own), _Bare()) == [Flag.PROTOCOL_PAPER]
+    assert job.UNDEFINED_FLAG == Flag.UNDEFINED
     lite = imagenet_lite.variant_of("imagenet:lite0")
     assert lite is not None
     assert lite.flag == Flag.of(Flag.BACKBONE_PREFIX, f"{lite.timm_name} (ImageNet)")

@@ -119,3 +119,21 @@ def test_a_folder_without_records_is_named(tmp_path: Path, uri: str) -> None:
 
 def test_default_store_is_a_local_sqlite_file_under_the_results() -> None:
     assert tracking.default_tracking_uri(Path("out")) == "sqlite:///out/mlruns/mlflow.db"
+
+
+def test_cli_logs_live_and_exports_idempotently(meandiff, tmp_path: Path, uri: str) -> None:
+    results = tmp_path / "results"
+    argv = ["run", "--methods", "meandiff", "--datasets", "synthetic", "--seeds", "0"]
+    argv += ["--preset", "quick", "--results-dir", str(results), "--run-id", "live"]
+    assert bench_exit_code([*argv, "--mlflow-uri", uri]) == 0
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
+    assert len(client.search_runs([experiment])) == 2  # the bench run and its one job
+    for _ in range(2):  # the stored run afterwards: nothing new, however often
+        assert bench_exit_code(["export", "live", "--results-dir", str(results), "--uri", uri]) == 0
+    assert len(client.search_runs([experiment])) == 2
+
+
+def test_cli_export_bad_target_is_one_line(tmp_path: Path, capsys) -> None:
+    assert bench_exit_code(["export", str(tmp_path), "--to", "wandb"]) == 2
+    assert "--to 'wandb': expected mlflow" in capsys.readouterr().err

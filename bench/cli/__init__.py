@@ -1,8 +1,8 @@
 """The ``bench`` command line: the Typer app, assembled from one module per command group.
 
 ``run`` (run, ablate), ``speed``, ``status`` (status, show, history), ``report`` (report,
-compare) and ``data`` (data download|synthetic, prepare, list); the options they share are in
-:mod:`bench.cli.options`. A command parses its options, calls the layer below and hands the
+compare, export) and ``data`` (data download|synthetic, prepare, list); the options they share
+are in :mod:`bench.cli.options`. A command parses its options, calls the layer below and hands the
 result to :mod:`bench.reports.console`; the rules (exit codes, threads) are in
 :mod:`bench.execution.policy`. Everything heavy is imported inside the commands, so that
 ``bench --help`` is fast.
@@ -38,6 +38,7 @@ for name, command in (
     ("show", status.show),
     ("report", report.report),
     ("compare", report.compare),
+    ("export", report.export),
     ("history", status.history),
 ):
     app.command(name)(command)

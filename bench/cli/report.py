@@ -112,3 +112,29 @@ def compare(
         console.show(f"updated {base_path}: {n} record(s) from {cand_path}")
         code = 0
     raise typer.Exit(code)
+
+
+def export(
+    source: Path = typer.Argument(..., help="A run id (under --results-dir) or a run folder."),
+    to: str = typer.Option("mlflow", "--to", help="Where to: mlflow (the only target today)."),
+    uri: str | None = typer.Option(
+        None,
+        "--uri",
+        help="Tracking URI (default: a SQLite store in <results-dir>/mlruns/; any MLflow "
+        "server URI works the same way).",
+    ),
+    experiment: str = typer.Option("radar-bench", "--experiment", help="MLflow experiment."),
+    results_dir: Path = options.results_dir(options.LOOKED_UP),
+) -> None:
+    """Export a stored run to MLflow: one MLflow run per job; exporting twice adds nothing."""
+    from bench.reports.tracking import default_tracking_uri, export_run, require_mlflow
+    from bench.util.errors import ConfigError
+
+    if to != "mlflow":
+        raise ConfigError(f"--to {to!r}: expected mlflow")
+    require_mlflow()
+    path = source if source.exists() else results_dir / source
+    if not path.exists():
+        raise ConfigError(f"{source}: neither a run folder nor a run id in {results_dir}")
+    result = export_run(path, uri or default_tracking_uri(results_dir), experiment)
+    console.show(f"mlflow: {result.summary()}")

