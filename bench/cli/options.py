@@ -213,3 +213,21 @@ def launcher_flags(command: Callable[..., None]) -> Callable[..., None]:
     with_flags.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     with_flags.__annotations__ = {p.name: p.annotation for p in params}
     return with_flags
+
+
+def mlflow() -> Any:
+    return typer.Option(
+        False,
+        "--mlflow",
+        help="Log each job to MLflow as it finishes (one MLflow run per job under one per "
+        "bench run); needs the mlflow extra.",
+    )
+
+
+def mlflow_uri() -> Any:
+    return typer.Option(
+        None,
+        "--mlflow-uri",
+        help="MLflow tracking URI (default: a SQLite store in <results-dir>/mlruns/); implies "
+        "--mlflow.",
+    )

@@ -57,18 +57,8 @@ def run(
     target_fpr: float = typer.Option(
         0.05, "--target-fpr", help="Calibrated threshold: this share of held-out normals flagged."
     ),
-    mlflow: bool = typer.Option(
-        False,
-        "--mlflow",
-        help="Log each job to MLflow as it finishes (one MLflow run per job under one per "
-        "bench run); needs the mlflow extra.",
-    ),
-    mlflow_uri: str | None = typer.Option(
-        None,
-        "--mlflow-uri",
-        help="MLflow tracking URI (default: a SQLite store in <results-dir>/mlruns/); implies "
-        "--mlflow.",
-    ),
+    mlflow: bool = options.mlflow(),
+    mlflow_uri: str | None = options.mlflow_uri(),
     *,
     launch: dict[str, Any],
 ) -> None:
@@ -152,6 +142,8 @@ def ablate(
     threads: int | None = options.threads(),
     timing_repeats: int = options.timing_repeats(),
     protocol: str = options.protocol(),
+    mlflow: bool = options.mlflow(),
+    mlflow_uri: str | None = options.mlflow_uri(),
     *,
     launch: dict[str, Any],
 ) -> None:
@@ -200,6 +192,7 @@ def ablate(
         lambda spec, index, total: progress.job_started(
             spec.label(), spec.record_extra[Field.VARIED]
         ),
+        tracker=_tracker(mlflow, mlflow_uri, results_dir),
         results_dir=results_dir,
         run_id=run_id or plan.run_id,
         force=force,
