@@ -18,11 +18,15 @@ from bench.datasets import (
     DATASET_FAMILIES,
     MVTEC_CATEGORIES,
     Dataset,
+    DatasetEntry,
+    DatasetRequest,
     FolderDataset,
     MVTecDataset,
     SyntheticDataset,
     clear_cache,
+    get_dataset,
     make_dataset,
+    register_dataset,
 )
 from bench.datasets.base import read_image, read_mask, resize_image, resize_mask
 from bench.interface import InputSpec
@@ -472,6 +476,36 @@ def test_listing_constants():
     assert set(DATASET_FAMILIES) == {"synthetic", "mvtec", "prints3d"}
     assert all(isinstance(v, str) and "\n" not in v for v in DATASET_FAMILIES.values())
     assert len(MVTEC_CATEGORIES) == 15 and "metal_nut" in MVTEC_CATEGORIES
+    assert list(DATASET_FAMILIES) == ["synthetic", "mvtec", "prints3d"]  # bench list's order
+
+
+def test_a_registered_family_is_built_by_name_listed_and_suggested(monkeypatch, tmp_path):
+    from bench.datasets import registry as datasets_registry
+
+    # A copy of the registry: the registration is undone after the test.
+    monkeypatch.setattr(datasets_registry, "_DATASETS", datasets_registry.datasets())
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    seen: list[DatasetRequest] = []
+
+    def build(request: DatasetRequest) -> Dataset:
+        seen.append(request)
+        return SyntheticDataset("grass")
+
+    register_dataset(DatasetEntry("toy", "toy[:<name>]: test only", build))
+    assert DATASET_FAMILIES["toy"] == "toy[:<name>]: test only"
+    assert list(DATASET_FAMILIES)[-1] == "toy" and len(DATASET_FAMILIES) == 4
+    assert make_dataset(" TOY : abc ").category == "grass"
+    assert (seen[0].spec, seen[0].arg, seen[0].root) == ("TOY : abc", "abc", tmp_path)
+    assert get_dataset("toy").build is build
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown dataset 'ty' \(did you mean 'toy'\?\); valid: mvtec, prints3d, synthetic, "
+        r"toy$",
+    ):
+        make_dataset("ty:abc")
+    with pytest.raises(ConfigError, match=r"^dataset 'toy:': nothing after ':'; expected e\.g"):
+        make_dataset("toy:")
+    assert len(seen) == 1  # neither error reached the builder
 
 
 # ---------------------------------------------------------------------------------------------
