@@ -37,8 +37,9 @@ from bench.datasets.base import (
     read_mask,
     stack_set,
 )
+from bench.datasets.registry import DATA_ENV, DatasetEntry, DatasetRequest
 from bench.interface import ImageSet, InputSpec
-from bench.util.errors import DataError
+from bench.util.errors import ConfigError, DataError
 
 GOOD = "good"
 _EXTS = " ".join(sorted(IMAGE_EXTENSIONS))
@@ -284,3 +285,69 @@ class FolderDataset(_LayoutDataset):
                 "train/good/ and test/<type>/ inside"
             )
         super().__init__(root, family, category or root.resolve().name)
+
+
+#: The 15 categories of MVTec AD (Bergmann et al., CVPR 2019).
+MVTEC_CATEGORIES: tuple[str, ...] = (
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+)
+
+
+def _build_mvtec(request: DatasetRequest) -> MVTecDataset:
+    category = request.arg
+    if not category:
+        raise ConfigError(
+            "dataset 'mvtec' needs a category: mvtec:<category>, e.g. mvtec:bottle "
+            f"(MVTec AD: {', '.join(MVTEC_CATEGORIES)})"
+        )
+    root = request.root
+    if root is None:
+        raise ConfigError(f"--data-root (or {DATA_ENV}) is required for mvtec:{category}")
+    return MVTecDataset(root, category)
+
+
+def _build_prints3d(request: DatasetRequest) -> FolderDataset:
+    # The data root is the dataset folder itself, or holds it as <name>.
+    root, name = request.root, request.arg
+    if root is None:
+        raise ConfigError(f"--data-root (or {DATA_ENV}) is required for {request.spec}")
+    if not name:
+        return FolderDataset(root, family="prints3d")
+    if root.is_dir() and not (root / name).is_dir():
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        raise DataError(
+            f"{root / name}: dataset '{name}' not found under --data-root {root}; "
+            f"found: {', '.join(found) or 'no folders'}"
+        )
+    return FolderDataset(root / name, family="prints3d", category=name)
+
+
+def dataset_entries() -> list[DatasetEntry]:
+    return [
+        DatasetEntry(
+            "mvtec",
+            "mvtec:<category>: MVTec AD layout under --data-root/<category> "
+            "(train/good, test/<type>, ground_truth/<type>/<stem>_mask.*)",
+            _build_mvtec,
+        ),
+        DatasetEntry(
+            "prints3d",
+            "prints3d[:<name>]: MVTec layout with masks optional, at --data-root "
+            "(or --data-root/<name>); e.g. FDM 3D-printing photos",
+            _build_prints3d,
+        ),
+    ]

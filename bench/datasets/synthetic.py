@@ -46,6 +46,7 @@ from bench.datasets.base import (
     stack_set,
     to_channels,
 )
+from bench.datasets.registry import DatasetEntry, DatasetRequest
 from bench.interface import ImageSet, InputSpec
 from bench.util.errors import ConfigError, DataError, unknown_name
 from bench.util.textures import TEXTURES, texture
@@ -373,3 +374,18 @@ class SyntheticDataset:
         # A defect-free test set still needs ground_truth/ to say "this set has masks".
         (root / "ground_truth").mkdir(parents=True, exist_ok=True)
         return root
+
+
+def _build(request: DatasetRequest) -> SyntheticDataset:
+    texture_name = request.arg or "brick"
+    if texture_name not in TEXTURES:
+        raise unknown_name("synthetic texture", texture_name, TEXTURES)
+    return SyntheticDataset(texture_name)
+
+
+def dataset_entries() -> list[DatasetEntry]:
+    summary = (
+        "synthetic[:brick|grass|gravel] (default brick): real skimage texture photos "
+        "with planted scratches, blobs, holes and texture swaps, exact masks; no download, seeded"
+    )
+    return [DatasetEntry("synthetic", summary, _build)]
