@@ -1,11 +1,13 @@
 """Test helpers: a tiny, real detector for exercising the runner without training a network,
-and the smallest RADAR configuration the RADAR tests share."""
+the smallest settings of every method, and ``bench`` called in-process."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -13,6 +15,9 @@ import torch
 from bench.interface import ImageSet, InputSpec, Prediction, RunContext
 from bench.methods.registry import MethodEntry, register_method
 from bench.util.errors import ConfigError
+
+# Each method's smallest working settings (a fit takes a second or two), shared by its own tests
+# and the contract test (test_method_contract.py) that every registered method passes.
 
 # RADAR parameters of a U-Net small enough that a fit takes a second or two.
 RADAR_TINY: dict[str, object] = dict(
@@ -25,6 +30,65 @@ RADAR_TINY: dict[str, object] = dict(
     infer_stride=8,
     infer_batch=16,
 )
+
+DIFFUSIONAD_TINY: dict[str, object] = dict(
+    image_size=32,
+    grayscale=True,
+    block_out_channels=(8, 16),
+    norm_num_groups=8,
+    seg_base_width=4,
+    epochs=1,
+    batch_size=8,
+    top_k=5,
+)
+
+DDPM_RECON_TINY: dict[str, object] = dict(
+    image_size=16,
+    grayscale=True,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=8,
+    epochs=1,
+    batch_size=8,
+    t_start=40,
+    steps=4,
+    sampler="ddim",
+    map_sigma=1.0,
+    ssim_window=5,
+)
+
+# Bui & Apley at 24 px, 4 neighbours, 2-fold pruning over 3 alphas.
+BUI_APLEY_TINY: dict[str, object] = dict(
+    image_size=24, nb=(1,), w=5, xval=2, n_alphas=3, cv_pixels=500
+)
+
+# anomalib models that run offline with random weights (or need none), each with overrides that
+# make a fit take seconds: one training step for the models that train (memory-bank models fit
+# in one pass anyway). ANOMALIB_TINY applies to all of them.
+ANOMALIB_TINY: dict[str, object] = {
+    "image_size": 32,
+    "max_epochs": 1,
+    "train_batch_size": 3,
+    "eval_batch_size": 4,
+}
+ANOMALIB_OFFLINE: dict[str, dict[str, object]] = {
+    "patchcore": {"backbone": "resnet18", "coreset_sampling_ratio": 0.05},
+    "padim": {},
+    "fastflow": {"flow_steps": 2, "max_steps": 1},
+    "cflow": {
+        "backbone": "resnet18",
+        "layers": ("layer2", "layer3"),
+        "coupling_blocks": 2,
+        "fiber_batch_size": 4,
+        "max_steps": 1,
+    },
+    "reverse_distillation": {"backbone": "resnet18", "max_steps": 1},
+    "dfm": {"backbone": "resnet18", "pooling_kernel_size": 1},
+    "dfkde": {"n_pca_components": 4},
+    "fre": {"backbone": "resnet18", "latent_dim": 8, "max_steps": 1},
+    "ganomaly": {"n_features": 8, "latent_vec_size": 8, "batch_size": 3, "max_steps": 1},
+    "draem": {"max_steps": 1},
+}
 
 
 @dataclass
@@ -85,6 +149,45 @@ class MeanDiff:
             decisions=(scores > scores.median()).long(),
             maps=maps if self.params.maps else None,
         )
+
+
+# -- small inputs (tests get these as fixtures: conftest.py) -----------------------------------
+
+RandomImages = Callable[..., ImageSet]
+CpuContext = Callable[..., RunContext]
+TinyUNet = Callable[[int, tuple[int, ...]], torch.nn.Module]
+
+
+def make_random_images(
+    n: int, size: int, seed: int = 0, name: str = "good/{i:03d}.png"
+) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(
+        images=torch.rand(n, 1, size, size, generator=g),
+        labels=torch.zeros(n, dtype=torch.long),
+        masks=None,
+        names=[name.format(i=i, seed=seed) for i in range(n)],
+    )
+
+
+def make_cpu_ctx(
+    seed: int = 0,
+    work_dir: Path = Path("."),
+    cache_dir: Path | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> RunContext:
+    ctx = RunContext(seed=seed, device=torch.device("cpu"), work_dir=work_dir, cache_dir=cache_dir)
+    if progress is not None:
+        ctx.progress = progress
+    return ctx
+
+
+def make_tiny_unet(sample_size: int, block_out_channels: tuple[int, ...]) -> torch.nn.Module:
+    from bench.methods.diffusion.ddpm import build_unet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build_unet(sample_size, 1, block_out_channels, norm_num_groups=8).eval()
 
 
 def register_meandiff() -> None:

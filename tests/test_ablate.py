@@ -4,7 +4,6 @@ configuration, resume, and the per-parameter tables."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -31,13 +30,6 @@ TINY_SETS = {
     "infer_batch": "64",
     "n_estimators": "10",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -1,10 +1,7 @@
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import RADAR_TINY
+from helpers import RADAR_TINY, CpuContext, RandomImages
 
-from bench.interface import ImageSet, RunContext
 from bench.methods.ddpm_recon import DDPMRecon, DDPMReconParams
 from bench.methods.diffusion.ddpm import build_unet, unet_train_gflops
 from bench.methods.diffusionad.detector import DiffusionAD, DiffusionADParams
@@ -55,22 +52,8 @@ def test_count_train_gflops_of_a_linear_layer():
     ) == pytest.approx(1.6e-6)
 
 
-def _images(n: int, size: int) -> ImageSet:
-    g = torch.Generator().manual_seed(0)
-    return ImageSet(
-        torch.rand(n, 1, size, size, generator=g),
-        torch.zeros(n, dtype=torch.long),
-        None,
-        [f"good/{i:03d}.png" for i in range(n)],
-    )
-
-
-def _ctx() -> RunContext:
-    return RunContext(seed=0, device=torch.device("cpu"), work_dir=Path("."))
-
-
-def test_radar_records_its_training_compute():
-    radar = Radar(RadarParams(**RADAR_TINY)).fit(_images(6, 32), _ctx())
+def test_radar_records_its_training_compute(random_images: RandomImages, cpu_ctx: CpuContext):
+    radar = Radar(RadarParams(**RADAR_TINY)).fit(random_images(6, 32), cpu_ctx())
     info, p = radar.fit_info_, radar.params
     assert info["train_gflops_per_sample"] == pytest.approx(
         unet_train_gflops(radar.unet_, 1, radar.unet_input_size(p.patch_size)), rel=1e-4
@@ -80,10 +63,12 @@ def test_radar_records_its_training_compute():
     )
 
 
-def test_reconstruction_baselines_record_their_training_compute():
+def test_reconstruction_baselines_record_their_training_compute(
+    random_images: RandomImages, cpu_ctx: CpuContext
+):
     tiny = dict(image_size=16, grayscale=True, block_out_channels=(8, 16), norm_num_groups=8)
     recon = DDPMRecon(DDPMReconParams(**tiny, epochs=2, batch_size=4, steps=2, t_start=20))
-    info = recon.fit(_images(6, 16), _ctx()).fit_info_
+    info = recon.fit(random_images(6, 16), cpu_ctx()).fit_info_
     per_image = unet_train_gflops(recon.unet_, 1, 16)
     assert info["train_gflops"] == pytest.approx(per_image * 2 * 6, rel=1e-4)
 
@@ -92,7 +77,7 @@ def test_reconstruction_baselines_record_their_training_compute():
         seg_base_width=4, epochs=3, seg_warmup_epochs=1, batch_size=4, top_k=5,
     )  # fmt: skip
     dad = DiffusionAD(params)
-    info = dad.fit(_images(6, 32), _ctx()).fit_info_
+    info = dad.fit(random_images(6, 32), cpu_ctx()).fit_info_
     unet, seg = dad.train_gflops_per_image()
     assert unet == pytest.approx(2 * unet_train_gflops(dad.unet_, 1, 32), rel=1e-4) and seg > 0
     # 3 epochs of the U-Net's two passes, 2 of them (after the warm-up) with the seg net.

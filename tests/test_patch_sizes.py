@@ -8,18 +8,17 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CpuContext, RandomImages, TinyUNet
 from helpers import bench_output as bench
 
 from bench.datasets.synthetic import SyntheticDataset
 from bench.execution import runner
-from bench.interface import ImageSet, RunContext
-from bench.methods.diffusion.ddpm import build_unet, padded_unet, padding_to_multiple
+from bench.methods.diffusion.ddpm import padded_unet, padding_to_multiple
 from bench.methods.radar.detector import Radar, RadarParams
 
 REPRODUCE = Path(__file__).resolve().parents[1] / "results/reference/gpu/reproduce.sh"
@@ -36,19 +35,12 @@ THREE_LEVELS = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.threads(1)
 
 
 @pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return build_unet(16, 1, (8, 8, 8), norm_num_groups=8).eval()
+def unet(tiny_unet: TinyUNet) -> torch.nn.Module:
+    return tiny_unet(16, (8, 8, 8))
 
 
 def test_padded_unet_is_the_plain_unet_where_the_size_fits(unet: torch.nn.Module) -> None:
@@ -72,18 +64,14 @@ def test_padded_unet_reflect_pads_and_crops_back(unet: torch.nn.Module, size: in
         unet(x, t)
 
 
-def _images(n: int, size: int, seed: int) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.rand(n, 1, size, size, generator=g), torch.zeros(n, dtype=torch.long),
-                    None, [f"good/{seed}-{i}.png" for i in range(n)])  # fmt: skip
-
-
 @pytest.mark.parametrize("patch_size", [12, 14, 20, 42])
-def test_radar_trains_and_predicts_at_patch_sizes_the_unet_cannot_halve(patch_size: int) -> None:
+def test_radar_trains_and_predicts_at_patch_sizes_the_unet_cannot_halve(
+    patch_size: int, random_images: RandomImages, cpu_ctx: CpuContext
+) -> None:
     params = RadarParams(**THREE_LEVELS, patch_size=patch_size, infer_stride=min(patch_size, 12))
-    ctx = RunContext(seed=0, device=torch.device("cpu"), work_dir=Path("."))
-    radar = Radar(params).fit(_images(6, 48, 0), ctx)
-    pred = radar.predict(_images(3, 48, 1))
+    name = "good/{seed}-{i}.png"
+    radar = Radar(params).fit(random_images(6, 48, 0, name=name), cpu_ctx(0))
+    pred = radar.predict(random_images(3, 48, 1, name=name))
     assert pred.scores.shape == (3,) and pred.scores.isfinite().all()
     info = radar.inference_info
     side = patch_size + sum(padding_to_multiple(patch_size, 4))

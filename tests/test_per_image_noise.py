@@ -5,7 +5,7 @@ seed and the image's name, so the set around it, its position and the batch size
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,7 @@ from bench.util.seeding import image_generators, image_seed, per_image_randn
 N_TEST = 9
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.threads(1)  # also while the module's detectors are fitted
 
 
 def _images(n: int, size: int, seed: int, split: str) -> ImageSet:
@@ -71,7 +66,6 @@ def fitted(request: pytest.FixtureRequest) -> tuple[str, Callable[[int], object]
     build, size = METHODS[name]
     ctx = RunContext(seed=3, device=torch.device("cpu"), work_dir=Path("."))
     with torch.random.fork_rng():
-        torch.set_num_threads(1)
         base = build(16).fit(_images(8, size, 0, "train"), ctx)
 
     def at_batch(b: int) -> object:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import RADAR_TINY
+from helpers import RADAR_TINY, TinyUNet, make_cpu_ctx, make_random_images
 from sklearn.metrics import roc_auc_score
 
 from bench.interface import ImageSet, RunContext
@@ -35,20 +35,13 @@ TINY = RadarParams(**RADAR_TINY)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Fixed and small: reproducible sums, and no oversubscription of a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Fixed and small: reproducible sums, and no oversubscription of a shared 2-core machine.
+pytestmark = pytest.mark.threads(1)
 
 
 @pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return build_unet(16, 1, (8, 16), norm_num_groups=8).eval()
+def unet(tiny_unet: TinyUNet) -> torch.nn.Module:
+    return tiny_unet(16, (8, 16))
 
 
 def x_t(n: int = 3, size: int = 32, seed: int = 1) -> torch.Tensor:
@@ -69,17 +62,11 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ctx(tmp: Path, seed: int = 0) -> RunContext:
-    return RunContext(seed=seed, device=CPU, work_dir=tmp, cache_dir=tmp / "cache")
+    return make_cpu_ctx(seed, work_dir=tmp, cache_dir=tmp / "cache")
 
 
 def images(n: int, size: int = 32, seed: int = 0) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(
-        torch.rand(n, 1, size, size, generator=g),
-        torch.zeros(n, dtype=torch.long),
-        None,
-        [f"good/{i:03d}.png" for i in range(n)],
-    )
+    return make_random_images(n, size, seed)
 
 
 # -- precision, memory format, batching: the same map ---------------------------------------
@@ -97,10 +84,10 @@ def test_bf16_autocast_map_is_close_to_fp32(unet: torch.nn.Module) -> None:
     assert 1e-4 < error < 5e-2, error  # > 1e-4: bf16 really ran (else autocast was ignored)
 
 
-def test_channels_last_gives_the_same_map(unet: torch.nn.Module) -> None:
+def test_channels_last_gives_the_same_map(unet: torch.nn.Module, tiny_unet: TinyUNet) -> None:
     x = x_t()
     plain = noise_map(unet, x)
-    nhwc = build_unet(16, 1, (8, 16), norm_num_groups=8).eval()
+    nhwc = tiny_unet(16, (8, 16))
     nhwc.load_state_dict(unet.state_dict())
     nhwc.to(memory_format=torch.channels_last)
     torch.testing.assert_close(noise_map(nhwc, x, channels_last=True), plain, rtol=0, atol=1e-5)

@@ -4,12 +4,12 @@ the U-Net cache, and the parameters that choose a scorer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import make_cpu_ctx, make_random_images
 from scipy.stats import multivariate_normal, norm
 from sklearn.covariance import LedoitWolf
 
@@ -42,13 +42,8 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fixed_threads() -> Iterator[None]:
-    # One thread: tiny networks gain nothing from more, and lose a lot on a loaded machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread: tiny networks gain nothing from more, and lose a lot on a loaded machine.
+pytestmark = pytest.mark.threads(1)
 
 
 # -- Gaussian on image features ----------------------------------------------------------------
@@ -189,13 +184,11 @@ def test_irf_flags_a_planted_outlier_and_thresholds_on_training_scores() -> None
 
 
 def _set(n: int, seed: int) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.rand(n, 1, 16, 16, generator=g), torch.zeros(n, dtype=torch.long),
-                    None, [f"good/{i}.png" for i in range(n)])  # fmt: skip
+    return make_random_images(n, 16, seed, name="good/{i}.png")
 
 
 def _ctx(cache: Path | None = None, seed: int = 0) -> RunContext:
-    return RunContext(seed=seed, device=torch.device("cpu"), work_dir=Path("."), cache_dir=cache)
+    return make_cpu_ctx(seed, cache_dir=cache)
 
 
 def test_inverse_residual_field_is_the_scaled_noise_error() -> None:

@@ -105,6 +105,7 @@ def test_paired_bootstrap_pools_seeds() -> None:
         paired_bootstrap(labels[0], a[0], b[0][:-1], auroc)
 
 
+@pytest.mark.benchmark
 def test_bootstrap_is_cheap() -> None:
     labels, scores = _scores(300, 200)
     bootstrap_ci(labels, scores, named_metric("auroc"), n_resamples=10)  # imports, warm-up

@@ -1,4 +1,5 @@
-"""Timing and memory tracking. Bounds are generous: a loaded CI machine must not flake them."""
+"""Timing and memory tracking. Times are bounded by the sleeps inside and the wall time around
+the call, never by a fixed budget: a loaded machine must not flake them."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from bench.util.timing import LatencyStats, PeakMemory, Stopwatch, measure_laten
 
 
 def test_timed_measures_a_sleep() -> None:
+    outer = time.perf_counter()
     with timed("cpu") as t:
         time.sleep(0.05)
+    outer = time.perf_counter() - outer
     assert isinstance(t, Stopwatch)
-    assert 0.045 <= t.elapsed < 2.0
+    assert 0.045 <= t.elapsed <= outer
     assert float(t) == t.elapsed
 
 
@@ -29,11 +32,14 @@ def test_measure_latency_counts_and_bounds() -> None:
         calls.append(1)
         time.sleep(0.02)
 
+    outer = time.perf_counter()
     stats = measure_latency(work, torch.device("cpu"), repeats=5, warmup=2)
+    outer_ms = (time.perf_counter() - outer) * 1000
     assert isinstance(stats, LatencyStats)
     assert len(calls) == 7  # warm-up calls run, but are not timed
     assert len(stats.repeats) == 5
-    assert all(19.0 <= ms < 2000.0 for ms in stats.repeats)
+    assert all(ms >= 19.0 for ms in stats.repeats)
+    assert sum(stats.repeats) <= outer_ms
     assert 19.0 <= stats.median_ms <= stats.p95_ms <= max(stats.repeats)
     assert min(stats.repeats) <= stats.mean_ms <= max(stats.repeats)
     assert stats.to_json()["repeats"] == stats.repeats
