@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import BUI_APLEY_TINY, CpuContext, RandomImages
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from bench.interface import Detector, ImageSet, InputSpec, RunContext
+from bench.interface import InputSpec
 from bench.methods import registry
 from bench.methods.bui_apley import (
-    PRESETS,
     BuiApley,
     BuiApleyParams,
     ExpTailECDF,
@@ -26,22 +25,7 @@ from bench.methods.bui_apley import (
 )
 from bench.util.errors import ConfigError, DataError
 
-# Small and fast: 24 px images, 4 neighbours, 2-fold pruning over 3 alphas.
-TINY = dict(image_size=24, nb=(1,), w=5, xval=2, n_alphas=3, cv_pixels=500)
-
-
-def ctx(seed: int = 0) -> RunContext:
-    return RunContext(seed=seed, device=torch.device("cpu"), work_dir=Path("."))
-
-
-def random_set(n: int, size: int, seed: int = 0) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(
-        images=torch.rand(n, 1, size, size, generator=g),
-        labels=torch.zeros(n, dtype=torch.long),
-        masks=None,
-        names=[f"good/{i:03d}.png" for i in range(n)],
-    )
+TINY = BUI_APLEY_TINY
 
 
 # -- the statistic -----------------------------------------------------------------------------
@@ -150,27 +134,26 @@ def test_out_of_range_parameters_are_config_errors(override: dict, field: str) -
         BuiApleyParams(**override)
 
 
-def test_registered_with_defaults_presets_and_overrides() -> None:
-    p = BuiApleyParams()
-    assert (p.image_size, p.nb, p.w, p.cp, p.xval, p.fa_rate) == (100, (2,), 5, 1e-5, 5, 0.05)
-    assert BuiApley(p).input_spec == InputSpec((100, 100), grayscale=True)
-    assert registry.build_params("bui_apley", "quick") == BuiApleyParams(**PRESETS["quick"])
+# The defaults and presets themselves are pinned by their job ids, a preset's values over the
+# defaults and an invalid value through the registry by test_method_contract.py.
+def test_input_spec_and_command_line_overrides() -> None:
+    assert BuiApley(BuiApleyParams()).input_spec == InputSpec((100, 100), grayscale=True)
     got = registry.build_params("bui_apley", "paper", {"nb": "2,1,3", "w": "7"})
     assert got.nb == (2, 1, 3) and got.w == 7
-    with pytest.raises(ConfigError, match=r"bui_apley\.w"):
-        registry.build_params("bui_apley", "paper", {"w": "8"})
 
 
 # -- the detector ------------------------------------------------------------------------------
 
 
+# Output shapes and same seed -> same numbers: test_method_contract.py.
+
+
 @pytest.fixture(scope="module")
-def fitted() -> BuiApley:
-    return BuiApley(BuiApleyParams(**TINY)).fit(random_set(6, 24), ctx(0))
+def fitted(random_images: RandomImages, cpu_ctx: CpuContext) -> BuiApley:
+    return BuiApley(BuiApleyParams(**TINY)).fit(random_images(6, 24), cpu_ctx(0))
 
 
 def test_fit_records_its_state(fitted: BuiApley) -> None:
-    assert isinstance(fitted, Detector)
     info = fitted.fit_info_
     assert info["fit_images"] + info["limit_images"] == 6 and info["limit_images"] == 2
     assert info["neighbours"] == 4 and info["fit_pixels"] == 4 * 23 * 22
@@ -180,42 +163,41 @@ def test_fit_records_its_state(fitted: BuiApley) -> None:
     assert fitted.inference_info["mode"] == "pixel_tree"
 
 
-def test_predict_shapes_decisions_and_determinism(fitted: BuiApley) -> None:
-    test = random_set(5, 24, seed=1)
-    a, b = fitted.predict(test), fitted.predict(test)
-    assert a.scores.shape == (5,) and a.maps.shape == (5, 24, 24)
+def test_decisions_use_the_control_limit_and_scores_are_map_maxima(
+    fitted: BuiApley, random_images: RandomImages
+) -> None:
+    a = fitted.predict(random_images(5, 24, seed=1))
     assert torch.equal(a.decisions, (a.scores > fitted.control_limit_).long())
     # The image score is the largest value of the map.
     assert torch.allclose(a.scores, a.maps.flatten(1).amax(1))
-    assert torch.equal(a.scores, b.scores) and torch.equal(a.maps, b.maps)
-    assert fitted.predict(random_set(2, 36, seed=2)).maps.shape == (2, 36, 36)
+    assert fitted.predict(random_images(2, 36, seed=2)).maps.shape == (2, 36, 36)
 
 
-def test_fit_is_a_function_of_the_seed() -> None:
-    train, test = random_set(6, 24), random_set(3, 24, seed=1)
+def test_another_seed_gives_other_numbers(random_images: RandomImages, cpu_ctx: CpuContext) -> None:
+    # The same seed gives the same numbers whatever the global RNGs: test_method_contract.py
+    # (with the same subsampling).
+    train, test = random_images(6, 24), random_images(3, 24, seed=1)
     params = BuiApleyParams(**{**TINY, "subsample": 0.5})
-    np.random.seed(1)  # global RNGs must not matter
-    a = BuiApley(params).fit(train, ctx(0)).predict(test)
-    np.random.seed(2)
-    b = BuiApley(params).fit(train, ctx(0)).predict(test)
-    c = BuiApley(params).fit(train, ctx(1)).predict(test)
-    assert torch.equal(a.scores, b.scores) and torch.equal(a.maps, b.maps)
+    a = BuiApley(params).fit(train, cpu_ctx(0)).predict(test)
+    c = BuiApley(params).fit(train, cpu_ctx(1)).predict(test)
     assert not torch.equal(a.scores, c.scores)
 
 
-def test_one_training_image_is_a_data_error() -> None:
+def test_one_training_image_is_a_data_error(
+    random_images: RandomImages, cpu_ctx: CpuContext
+) -> None:
     with pytest.raises(DataError, match="bui_apley needs >= 2 training images"):
-        BuiApley(BuiApleyParams(**TINY)).fit(random_set(1, 24), ctx(0))
+        BuiApley(BuiApleyParams(**TINY)).fit(random_images(1, 24), cpu_ctx(0))
 
 
-def test_localises_planted_defects_on_the_synthetic_set() -> None:
+def test_localises_planted_defects_on_the_synthetic_set(cpu_ctx: CpuContext) -> None:
     from bench.datasets.synthetic import SyntheticDataset
 
     params = BuiApleyParams(image_size=48, nb=(1,), w=5, xval=3, n_alphas=4, cv_pixels=4000)
     data = SyntheticDataset("brick", n_train=10, n_test_good=4, n_test_anomalous=8, size=48)
     spec = BuiApley(params).input_spec
     train, test = data.load("train", spec, 0), data.load("test", spec, 0)
-    pred = BuiApley(params).fit(train, ctx(0)).predict(test)
+    pred = BuiApley(params).fit(train, cpu_ctx(0)).predict(test)
     pixel_auroc = roc_auc_score(test.masks.flatten().numpy(), pred.maps.flatten().numpy())
     image_auroc = roc_auc_score(test.labels.numpy(), pred.scores.numpy())
     assert pixel_auroc > 0.8, pixel_auroc

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import RADAR_TINY
+from helpers import RADAR_TINY, CpuContext, RandomImages, TinyUNet
 from sklearn.metrics import roc_auc_score
 
-from bench.interface import Detector, ImageSet, InputSpec, RunContext
+from bench.interface import InputSpec
 from bench.methods import registry
-from bench.methods.diffusion.ddpm import build_unet, make_scheduler
+from bench.methods.diffusion.ddpm import make_scheduler
 from bench.methods.radar.detector import PRESETS, Radar, RadarParams
 from bench.methods.radar.features import anomaly_map, image_features
 from bench.methods.radar.patches import (
@@ -33,32 +31,7 @@ from bench.methods.radar.scoring import IsolationForestScorer, Scorer
 from bench.util.errors import ConfigError
 
 TINY = RADAR_TINY
-
-
-@pytest.fixture(autouse=True, scope="module")
-def fixed_threads() -> Iterator[None]:
-    # CPU reductions split work by thread: bit-identical results need a fixed thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def ctx(seed: int = 0, progress: Callable[[str, float], None] | None = None) -> RunContext:
-    c = RunContext(seed=seed, device=torch.device("cpu"), work_dir=Path("."))
-    if progress is not None:
-        c.progress = progress
-    return c
-
-
-def random_set(n: int, size: int, seed: int = 0) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    return ImageSet(
-        images=torch.rand(n, 1, size, size, generator=g),
-        labels=torch.zeros(n, dtype=torch.long),
-        masks=None,
-        names=[f"good/{i:03d}.png" for i in range(n)],
-    )
+pytestmark = pytest.mark.threads(2)
 
 
 # -- patches ---------------------------------------------------------------------------------
@@ -226,10 +199,8 @@ def test_automatic_batch_stays_below_the_cuda_grid_limit() -> None:
     assert auto_batch_rows(10, 1000) == 1
 
 
-def test_noise_map_does_not_depend_on_chunking() -> None:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        unet = build_unet(8, 1, (8, 8), norm_num_groups=8)
+def test_noise_map_does_not_depend_on_chunking(tiny_unet: TinyUNet) -> None:
+    unet = tiny_unet(8, (8, 8))
     scheduler = make_scheduler()
     x0 = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
@@ -356,68 +327,54 @@ def test_out_of_range_parameters_are_config_errors(override: dict, field: str) -
         RadarParams(**override)
 
 
-def test_defaults_presets_and_command_line_overrides() -> None:
-    p = RadarParams()
-    assert (p.image_size, p.patch_size, p.t, p.infer_stride, p.window) == (100, 28, 1, 1, 8)
-    assert Radar(p).input_spec == InputSpec((100, 100), grayscale=True)
-    quick = registry.build_params("radar", "quick")
-    assert quick == RadarParams(**PRESETS["quick"])
+# The defaults and presets themselves are pinned by their job ids, a preset's values over the
+# defaults and an invalid value through the registry by test_method_contract.py.
+def test_input_spec_and_command_line_overrides() -> None:
+    assert Radar(RadarParams()).input_spec == InputSpec((100, 100), grayscale=True)
     got = registry.build_params(
         "radar", "paper", {"block_out_channels": "16,32,32", "norm_num_groups": "8", "t": "5"}
     )
     assert got.block_out_channels == (16, 32, 32) and got.t == 5
     assert registry.build_params("radar", "paper", {"patch_size": "14"}).patch_size == 14
-    with pytest.raises(ConfigError, match=r"radar\.patch_size"):
-        registry.build_params("radar", "paper", {"patch_size": "101"})
 
 
 # -- the detector ----------------------------------------------------------------------------
 
 
+# Output shapes and same seed -> same numbers: test_method_contract.py.
+
+
 @pytest.fixture(scope="module")
-def fitted() -> Radar:
-    return Radar(RadarParams(**TINY)).fit(random_set(6, 32), ctx(0))
+def fitted(random_images: RandomImages, cpu_ctx: CpuContext) -> Radar:
+    return Radar(RadarParams(**TINY)).fit(random_images(6, 32), cpu_ctx(0))
 
 
 def test_fit_records_its_state(fitted: Radar) -> None:
-    assert isinstance(fitted, Detector)
     assert math.isfinite(fitted.train_loss_)
     info = fitted.fit_info_
     assert info["steps"] == 3 and info["patches_seen"] == 24
     assert info["final_loss"] == fitted.train_loss_
 
 
-def test_predict_shapes_and_determinism(fitted: Radar) -> None:
-    test = random_set(5, 32, seed=1)
-    a, b = fitted.predict(test), fitted.predict(test)
-    assert a.scores.shape == (5,) and a.decisions.shape == (5,) and a.maps.shape == (5, 32, 32)
-    assert set(a.decisions.tolist()) <= {0, 1}
-    assert torch.equal(a.scores, b.scores) and torch.equal(a.maps, b.maps)
-    assert torch.equal(a.decisions, b.decisions)
-
-
-def test_maps_follow_the_test_resolution(fitted: Radar) -> None:
-    big = random_set(2, 48, seed=2)
+def test_maps_follow_the_test_resolution(fitted: Radar, random_images: RandomImages) -> None:
+    big = random_images(2, 48, seed=2)
     pred = fitted.predict(big)
     assert pred.maps.shape == (2, 48, 48)
 
 
-def test_fit_is_a_function_of_the_seed() -> None:
-    train, test = random_set(6, 32), random_set(4, 32, seed=1)
-    params = RadarParams(**TINY)
-    torch.manual_seed(123)  # the global RNG must not matter
-    a = Radar(params).fit(train, ctx(0)).predict(test)
-    torch.manual_seed(456)
-    b = Radar(params).fit(train, ctx(0)).predict(test)
-    c = Radar(params).fit(train, ctx(1)).predict(test)
-    assert torch.equal(a.scores, b.scores) and torch.equal(a.maps, b.maps)
-    assert not torch.equal(a.scores, c.scores)
+def test_another_seed_gives_other_numbers(
+    fitted: Radar, random_images: RandomImages, cpu_ctx: CpuContext
+) -> None:
+    # The same seed gives the same numbers whatever the global RNG: test_method_contract.py.
+    test = random_images(4, 32, seed=1)
+    other = Radar(RadarParams(**TINY)).fit(random_images(6, 32), cpu_ctx(1)).predict(test)
+    assert not torch.equal(fitted.predict(test).scores, other.scores)
 
 
-def test_progress_is_reported_in_order() -> None:
+def test_progress_is_reported_in_order(random_images: RandomImages, cpu_ctx: CpuContext) -> None:
     seen: list[tuple[str, float]] = []
     Radar(RadarParams(**{**TINY, "train_steps": 4})).fit(
-        random_set(4, 32), ctx(0, lambda m, f: seen.append((m, f)))
+        random_images(4, 32), cpu_ctx(0, progress=lambda m, f: seen.append((m, f)))
     )
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] == 1.0
@@ -428,14 +385,14 @@ def test_progress_is_reported_in_order() -> None:
 
 
 @pytest.mark.slow
-def test_separates_planted_defects_on_the_synthetic_set() -> None:
+def test_separates_planted_defects_on_the_synthetic_set(cpu_ctx: CpuContext) -> None:
     from bench.datasets.synthetic import SyntheticDataset
 
     params = RadarParams(**E2E)
     spec = Radar(params).input_spec
     data = SyntheticDataset("brick", n_train=40, n_test_good=20, n_test_anomalous=20)
     train, test = data.load("train", spec, 0), data.load("test", spec, 0)
-    pred = Radar(params).fit(train, ctx(0)).predict(test)
+    pred = Radar(params).fit(train, cpu_ctx(0)).predict(test)
     image_auroc = roc_auc_score(test.labels.numpy(), pred.scores.numpy())
     pixel_auroc = roc_auc_score(test.masks.flatten().numpy(), pred.maps.flatten().numpy())
     assert image_auroc > 0.75, image_auroc
@@ -445,18 +402,18 @@ def test_separates_planted_defects_on_the_synthetic_set() -> None:
 E2E = dict(PRESETS["quick"])
 
 
-def test_gflops_per_image_counts_every_patch() -> None:
-    from bench.methods.radar.patches import patch_starts
-
+def test_gflops_per_image_counts_every_patch(
+    random_images: RandomImages, cpu_ctx: CpuContext
+) -> None:
     params = RadarParams(**TINY)
-    fitted = Radar(params).fit(random_set(4, 32), ctx(0))
+    fitted = Radar(params).fit(random_images(4, 32), cpu_ctx(0))
     per_patch = (
         fitted.gflops_per_image()
         / len(patch_starts(params.image_size, params.patch_size, params.infer_stride)) ** 2
     )
     assert per_patch > 0
     stride_one = Radar(RadarParams(**{**TINY, "infer_stride": 1}))
-    stride_one.fit(random_set(4, 32), ctx(0))
+    stride_one.fit(random_images(4, 32), cpu_ctx(0))
     n = params.image_size - params.patch_size + 1
     assert stride_one.gflops_per_image() == pytest.approx(per_patch * n * n)
 
