@@ -210,7 +210,9 @@ def test_workers_give_the_same_records_and_a_killed_one_loses_only_its_job(
     assert {w["worker"] for w in workers} <= {0, 1} and all(
         w["pid"] != os.getpid() for w in workers
     )
-    assert killed[0] not in {w["pid"] for w in workers}
+    # The killed worker's own job is the one lost (the worker may have finished another job
+    # first: which worker takes which job depends on how fast each one starts).
+    assert sorted(r["seed"] for r in RunStore(run_dir).records()) == [0, 2, 3]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["launcher"] == {"name": "local", "workers": 2}
 
