@@ -101,3 +101,4 @@ def test_exit_codes_of_failed_jobs():
     assert policy.ablate_exit_code([bad_input]) == 1 and policy.ablate_exit_code([]) == 0
     assert policy.speed_exit_code([bad_input]) == 2
     assert policy.speed_exit_code([crash, bad_input]) == 1 and policy.speed_exit_code([]) == 0
+    assert policy.prepare_exit_code(["an asset"]) == 1 and policy.prepare_exit_code([]) == 0

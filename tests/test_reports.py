@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
@@ -15,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import bench_exit_code
 from PIL import Image
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bench import cli
 from bench.evaluation.examples import example_maps, pick_examples
 from bench.interface import ImageSet, Prediction
 from bench.methods.registry import MethodEntry, register_method
@@ -274,17 +273,6 @@ def _register_test_methods() -> None:
     )
 
 
-def _bench(argv: list[str]) -> int:
-    old = sys.argv
-    sys.argv = ["bench", *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            cli.main()
-    finally:
-        sys.argv = old
-    return int(done.value.code or 0)
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """Three methods x 2 seeds on the synthetic set, plus a meandiff.image_size ablation."""
@@ -292,10 +280,15 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("h6")
     common = ["--datasets", "synthetic", "--seeds", "0,1", "--results-dir", str(root / "runs")]
     common += ["--timing-repeats", "3", "--preset", "quick"]
-    assert _bench(["run", "--methods", "meandiff,randmean,nomaps", *common]) == 0
-    assert _bench(["run", "--methods", "meandiff", "--set", "meandiff.image_size=16", *common]) == 0
+    assert bench_exit_code(["run", "--methods", "meandiff,randmean,nomaps", *common]) == 0
+    assert (
+        bench_exit_code(
+            ["run", "--methods", "meandiff", "--set", "meandiff.image_size=16", *common]
+        )
+        == 0
+    )
     out = root / "report"
-    assert _bench(["report", str(root / "runs"), "--out", str(out)]) == 0
+    assert bench_exit_code(["report", str(root / "runs"), "--out", str(out)]) == 0
     return root / "runs", out
 
 
@@ -369,9 +362,9 @@ def test_every_tex_compiles(report, handmade, tmp_path):
 
 def test_report_of_nothing_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert _bench(["report", str(tmp_path / "empty")]) == 2
+    assert bench_exit_code(["report", str(tmp_path / "empty")]) == 2
     assert "no job records" in capsys.readouterr().err
-    assert _bench(["report", "no-such-run", "--results-dir", str(tmp_path)]) == 2
+    assert bench_exit_code(["report", "no-such-run", "--results-dir", str(tmp_path)]) == 2
 
 
 # ---------------------------------------------------------------- significance (paired bootstrap)

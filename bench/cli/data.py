@@ -56,6 +56,7 @@ def prepare(
 ) -> None:
     """Fetch the datasets and pretrained weights a grid needs (run where there is internet).
     Exit 1 when something is still missing."""
+    from bench.execution import policy
     from bench.execution.config import split_names
     from bench.execution.prepare import check_assets
     from bench.methods import registry
@@ -76,7 +77,9 @@ def prepare(
             f"missing: {len(missing)} asset(s); the jobs that need them will fail offline",
             err=True,
         )
-        raise typer.Exit(1)
+    code = policy.prepare_exit_code(missing)
+    if code:
+        raise typer.Exit(code)
 
 
 def list_() -> None:

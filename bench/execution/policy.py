@@ -58,6 +58,11 @@ def ablate_exit_code(failed: Records) -> int:
     return 1 if failed else 0
 
 
+def prepare_exit_code(missing: Sequence[object]) -> int:
+    """``bench prepare``: 1 while an asset the jobs need is missing."""
+    return 1 if missing else 0
+
+
 def speed_exit_code(failed: Records) -> int:
     """``bench speed``: 2 only when every failed job failed on bad input, else 1."""
     if not failed:

@@ -22,6 +22,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -119,6 +120,8 @@ StepFn = Callable[[str, float], None]
 class _GridProgress:
     """A live display of the jobs of a run; :meth:`job_ended` prints a line per job that
     another process ran (``done``) or that failed here."""
+
+    overall: TaskID  # the bar over the jobs
 
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
