@@ -338,11 +338,14 @@ class Timing:
     def measure(
         self, detector: Any, test: ImageSet, device: torch.device, progress: ProgressFn
     ) -> Any:
+        """The timed calls of ``detector.predict`` on ``test`` (the evaluated images)."""
         raise NotImplementedError
 
     def fields(
         self, measured: Any, detector: Any, test: ImageSet, costs: FitPredict, device_name: str
     ) -> dict[str, Any]:
+        """Record fields from :meth:`measure`'s result and the fit / predict costs; computed
+        after the metrics (counting FLOPs runs the model once more, untimed)."""
         raise NotImplementedError
 
     def release(self, device: torch.device) -> None:
@@ -358,16 +361,16 @@ class LatencyTiming(Timing):
     repeats: int = 5
     warmup: int = 1
 
-    @classmethod
-    def of(cls, cfg: RunConfig) -> LatencyTiming:
-        """The timing of ``bench run`` / ``bench ablate`` (``--timing-repeats``)."""
-        return cls(cfg.timing_repeats, cfg.timing_warmup)
-
     notes: ClassVar[dict[str, tuple[str, float]]] = {
         "load": ("loading data", 0.0),
         "predict": ("predicting", 0.9),
         "evaluate": ("scoring", 0.98),
     }
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> LatencyTiming:
+        """The timing of ``bench run`` / ``bench ablate`` (``--timing-repeats``)."""
+        return cls(cfg.timing_repeats, cfg.timing_warmup)
 
     def measure(
         self, detector: Any, test: ImageSet, device: torch.device, progress: ProgressFn
