@@ -160,6 +160,7 @@ def test_offline_models_fit_and_predict(name, tiny_sets, tmp_path, capfd):
     random_init = sets.get("weights") == "random"
     assert detector.flags == (["weights:random"] if random_init else [])
     assert detector.fit_info_["validation"] == "training normals"
+    assert detector.gflops_per_image(test.image_size) > 0
     # Lightning writes to the run folder, not to the terminal
     assert (tmp_path / "work" / "lightning.log").is_file()
     out, err = capfd.readouterr()
@@ -180,3 +181,28 @@ def test_quick_patchcore_uses_the_papers_one_percent_coreset():
     paper = registry.build_params("patchcore", "paper", {"weights": "random"})
     assert quick.coreset_sampling_ratio == 0.01 and paper.coreset_sampling_ratio == 0.1
     assert quick.image_size == 128
+
+
+def test_patchcore_gflops_count_the_nearest_neighbour_search(tiny_sets, tmp_path):
+    """The count is of the fitted model: a bigger memory bank costs the distance matmul of
+    every test patch (and of the image's most anomalous patch, re-weighting the score) against
+    the extra bank rows, 2 FLOPs per multiply-add."""
+    train, test = tiny_sets
+    counts, banks = [], []
+    for ratio in (0.1, 1.0):
+        sets = {**ANOMALIB_TINY, **OFFLINE["patchcore"], "weights": "random"}
+        sets["coreset_sampling_ratio"] = ratio
+        params = registry.build_params("patchcore", "paper", sets)
+        detector = registry.build_detector("patchcore", params)
+        detector.fit(train, RunContext(seed=0, device=torch.device("cpu"), work_dir=tmp_path))
+        counts.append(detector.gflops_per_image(test.image_size))
+        banks.append(detector.module_.model.memory_bank.shape)
+    (small, dim), (big, _) = banks
+    assert big > small
+    model = detector.module_.model
+    seen = []
+    reshape = model.reshape_embedding
+    model.reshape_embedding = lambda e: seen.append(e.shape[-2] * e.shape[-1]) or reshape(e)
+    detector.gflops_per_image(test.image_size)  # one image, as counted
+    queries = seen[0] + 1  # the test image's patches, then its most anomalous one
+    assert counts[1] - counts[0] == pytest.approx(2 * queries * (big - small) * dim / 1e9)

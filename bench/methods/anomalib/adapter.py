@@ -64,6 +64,7 @@ from bench.methods.anomalib import imagenet_lite as lite
 from bench.methods.anomalib import weights as wts
 from bench.util.errors import ConfigError, unknown_name
 from bench.util.flags import Flag
+from bench.util.flops import count_gflops
 from bench.util.validation import field_check
 
 log = logging.getLogger(__name__)
@@ -625,6 +626,28 @@ class AnomalibDetector(Method[Any]):
             return f"ImageNet {variant.timm_name} from {variant.describe()}"
         return "pretrained" if wts.needs_weights(self.class_name) else "none needed"
 
+    def _forward(self, x: Tensor) -> Any:
+        """anomalib's pre-processor (resize, normalise) and the torch model: one batch."""
+        module = self.module_
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            z = module.pre_processor(x) if module.pre_processor is not None else x
+            return module.model(z)
+
+    @torch.no_grad()
+    def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float | None:
+        """GFLOPs of one test image through the fitted model, as ``predict`` runs it: the
+        pre-processor and the torch model's forward, whatever the model computes in it (the
+        backbone, PatchCore's nearest-neighbour search in its memory bank, PaDiM's Mahalanobis
+        distances, a flow's layers). The count depends on the fitted state (the memory bank's
+        size), so it is None before ``fit`` or without an image size."""
+        if getattr(self, "module_", None) is None or image_size is None:
+            return None
+        x = torch.zeros(1, 3, *image_size, device=self.device_)
+        # counting runs the model once: no random draw of it may shift a later result
+        with torch.random.fork_rng(devices=[]):
+            return count_gflops(self._forward, x)
+
     @torch.no_grad()
     def predict(self, test: ImageSet) -> Prediction:
         module = self.module_
@@ -632,10 +655,7 @@ class AnomalibDetector(Method[Any]):
         have_decisions = module.post_processor is not None and _threshold(module) is not None
         for start in range(0, len(test), self.params.eval_batch_size):
             x = test.images[start : start + self.params.eval_batch_size].float().to(self.device_)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                z = module.pre_processor(x) if module.pre_processor is not None else x
-                raw = module.model(z)
+            raw = self._forward(x)
             anomaly_map = getattr(raw, "anomaly_map", None)
             score = getattr(raw, "pred_score", None)
             if score is None:
