@@ -131,6 +131,27 @@ def test_summary_and_speed_tables(width):
     assert render([console.speed_table(SPEED)], width) == snapshot(f"speed-{width}")
 
 
+def test_an_ablations_rows_name_their_grid_values():
+    """bench show of an ablation: every row is "radar", the variant column tells them apart
+    (tuples as --grid takes them, markup-looking values printed as they are)."""
+    base = {**RECORDS[0], "method": "radar", "flags": []}
+    grid = [
+        {"t": 1, "scorer": "iforest"},
+        {"t": 5, "scorer": "gaussian"},
+        {"t": 1, "block_out_channels": [16, 32, 32]},
+        {"t": 1, "scorer": "[bold]"},
+    ]
+    records = [{**base, "job_id": str(i), "varied": v} for i, v in enumerate(grid)]
+    text = render([console.summary_table(records)], 220)
+    header = next(line for line in text.splitlines() if "method" in line)
+    assert header.replace("┃", " ").split()[:3] == ["method", "variant", "dataset"]
+    for needle in ("t=1, scorer=iforest", "t=5, scorer=gaussian", "block_out_channels=(16,32,32)"):
+        assert sum(needle in line for line in text.splitlines()) == 1, needle
+    assert "scorer=[bold]" in text
+    # a run with one configuration per method has no variant column (the snapshots above)
+    assert "variant" not in render([console.summary_table(RECORDS)], 220)
+
+
 def test_history_table():
     table = console.history_table(Path("/r"), HISTORY, ("auroc", "fit_s", "peak_mem_mb"))
     assert render([table], 160) == snapshot("history")

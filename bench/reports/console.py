@@ -196,7 +196,7 @@ class AblateProgress(_GridProgress):
         self.overall = self.bar.add_task("jobs", total=total)
 
     def job_started(self, label: str, varied: Mapping[str, Any]) -> StepFn:
-        values = ", ".join(f"{k}={v}" for k, v in varied.items())
+        values = variant_text({Field.VARIED: varied})
         self.bar.update(self.overall, description=f"{label} · {values}")
         return lambda message, fraction: None
 
@@ -219,8 +219,23 @@ def _with_interval(record: Mapping[str, Any], name: str) -> str:
     return f"{value}\n[dim][{fixed(interval[0], 2)}, {fixed(interval[1], 2)}][/dim]"
 
 
+def variant_text(record: Mapping[str, Any]) -> str:
+    """What sets this job apart from the other jobs of its method in the run: the grid values
+    of an ablation (``train_steps=500, t=1``), a speed variant's name; "" for neither."""
+    varied = record.get(Field.VARIED) or {}
+    if varied:
+        return ", ".join(f"{k}={_grid_value(v)}" for k, v in varied.items())
+    return str(record.get(Field.VARIANT) or "")
+
+
+def _grid_value(value: Any) -> str:
+    # lists are tuples in JSON (block_out_channels): written as the --grid flag takes them
+    return "(" + ",".join(map(str, value)) + ")" if isinstance(value, list) else str(value)
+
+
 def summary_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """The closing table of ``bench run`` (and ``bench show``): a row per job."""
+    """The closing table of ``bench run`` (and ``bench show``): a row per job, and a variant
+    column where a method has several configurations in the run (an ablation's grid values)."""
     rules = sorted(
         {str(r.get(Field.THRESHOLD_RULE, "own")) for r in records if r.get(Field.METRICS)}
     )
@@ -231,13 +246,19 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> Table:
         title=title,
         caption="[95% bootstrap interval over the test images, stratified by label]",
     )
-    columns = ["method", "dataset", "seed", "preset"]
+    variants = [variant_text(r) for r in records]
+    columns = ["method", "variant", "dataset", "seed", "preset"]
+    if not any(variants):  # one configuration per method: nothing to tell apart
+        columns.remove("variant")
     if len(rules) > 1:
         columns.append("threshold")
     columns += ["accuracy", "precision", "recall", "F1", "AUROC", "pixel AUROC", "fit s"]
     columns += ["ms/image", "status"]
     for col in columns:
-        table.add_column(col, justify="right" if col not in ("method", "dataset") else "left")
+        left = col in ("method", "variant", "dataset")
+        # the variant is the row's name in an ablation: wrapped if need be, never cut to "…"
+        wide = {"min_width": min(max(map(len, variants)), 24)} if col == "variant" else {}
+        table.add_column(col, justify="left" if left else "right", **wide)
     if any(Flag.RANDOM_WEIGHTS in (r.get(Field.FLAGS) or []) for r in records):
         table.caption += "\n† randomly initialised backbone (no pretrained weights here)"
     substitutes = sorted({f for r in records for f in Flag.backbones(r.get(Field.FLAGS) or [])})
@@ -251,7 +272,7 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> Table:
             "\n-- undefined on the test set (e.g. recall without anomalous test images): "
             "null in the record, never 0"
         )
-    for rec in records:
+    for rec, variant in zip(records, variants, strict=True):
         metrics = rec.get(Field.METRICS) or {}
         timing = rec.get(Field.TIMING) or {}
         flags = rec.get(Field.FLAGS) or []
@@ -260,6 +281,7 @@ def summary_table(records: Sequence[Mapping[str, Any]]) -> Table:
             rec.get(Field.METHOD, "?")
             + (" †" if Flag.RANDOM_WEIGHTS in flags else "")
             + (" §" if Flag.backbones(flags) else ""),
+            *([escape(variant)] if "variant" in columns else []),
             rec.get(Field.DATASET, "?"),
             str(rec.get(Field.SEED, "?")),
             rec.get(Field.PRESET, "?"),
