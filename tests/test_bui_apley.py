@@ -19,6 +19,7 @@ from bench.methods.bui_apley import (
     ExpTailECDF,
     anderson_darling,
     anderson_darling_map,
+    expand_nb,
     neighbourhood_data,
     neighbourhood_offsets,
     place_on_image,
@@ -202,3 +203,17 @@ def test_localises_planted_defects_on_the_synthetic_set(cpu_ctx: CpuContext) -> 
     image_auroc = roc_auc_score(test.labels.numpy(), pred.scores.numpy())
     assert pixel_auroc > 0.8, pixel_auroc
     assert image_auroc > 0.7, image_auroc
+
+
+def test_gflops_count_the_tree_and_the_windows(fitted: BuiApley) -> None:
+    """Per modelled pixel the tree's depth in comparisons; per window a sort and two weighted
+    sums of n = w^2 logs; nothing to count before fit."""
+    p = fitted.params
+    count = fitted.gflops_per_image((p.image_size, p.image_size)) * 1e9
+    h, w1, w2 = expand_nb(p.nb)
+    rows, cols = p.image_size - h, p.image_size - w1 - w2
+    n = p.w * p.w
+    windows = (rows - p.w + 1) * (cols - p.w + 1)
+    depth = fitted.tree_.get_depth()
+    assert count == pytest.approx(rows * cols * depth + windows * (n * np.log2(n) + 4 * n))
+    assert BuiApley(p).gflops_per_image((p.image_size, p.image_size)) is None

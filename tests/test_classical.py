@@ -13,6 +13,7 @@ from bench.interface import ImageSet
 from bench.methods import registry
 from bench.methods.classical import PCAParams, PixelDetector, pixel_vectors
 from bench.util.errors import ConfigError
+from bench.util.flops import count_gflops
 
 NAMES = ["iforest", "ocsvm", "lof", "pca"]
 
@@ -96,3 +97,27 @@ def test_runner_records_a_classical_job(tmp_path):
     by_method = {r["method"]: r for r in outcome.records}
     assert by_method["pca"]["metrics"]["pixel_auroc"] is not None
     assert 0.0 <= by_method["iforest"]["metrics"]["auroc"] <= 1.0
+
+
+def test_gflops_count_each_estimators_arithmetic(sets, cpu_ctx: CpuContext):
+    """PCA's count is torch's counter on the same projection and reconstruction; the others
+    follow what the fitted estimator kept (support vectors, training vectors, tree depths)."""
+    train, test = sets
+    fitted = {}
+    for name in NAMES:
+        params = registry.build_params(name, "paper", {"image_size": "48", "vector_size": "16"})
+        det = registry.build_detector(name, params)
+        assert det.gflops_per_image(test.image_size) is None  # nothing fitted, nothing to count
+        fitted[name] = det.fit(train, cpu_ctx())
+    d = 16 * 16
+    pca = fitted["pca"].estimator_
+    comps = torch.from_numpy(pca.components_).float()
+    x = torch.zeros(1, d)
+    assert fitted["pca"].gflops_per_image(test.image_size) == pytest.approx(
+        count_gflops(lambda: (x @ comps.T) @ comps)
+    )
+    n_sv = len(fitted["ocsvm"].estimator_.support_vectors_)
+    assert fitted["ocsvm"].gflops_per_image(test.image_size) == 2 * d * n_sv / 1e9
+    assert fitted["lof"].gflops_per_image(test.image_size) == 2 * d * len(train) / 1e9
+    # 100 trees on 30 vectors: each at least one split deep, at most 29
+    assert 100 <= fitted["iforest"].gflops_per_image(test.image_size) * 1e9 <= 100 * 29

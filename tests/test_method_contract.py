@@ -205,6 +205,16 @@ def test_same_seed_same_numbers(fitted: Fitted) -> None:
         assert _same(first.maps, again.maps), what
 
 
+def test_every_method_counts_its_cost(fitted: Fitted) -> None:
+    """Every fitted method has a GFLOP/image (records and tables carry it beside the speed),
+    and counting it changes no later result."""
+    detector, test = fitted.detectors[0], fitted.test
+    gflops = detector.gflops_per_image(test.image_size)
+    assert gflops is not None and gflops > 0
+    after = detector.predict(test)
+    assert torch.equal(after.scores, fitted.predictions[0].scores)
+
+
 # -- parameters --------------------------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ comments.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -443,6 +444,23 @@ class BuiApley(Method[BuiApleyParams]):
             # A window's value belongs to its centre pixel: residual grid offset + half window.
             maps[i] = place_on_image(stat, (s, s), h + p.w // 2, w1 + p.w // 2)
         return scores, maps
+
+    def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float | None:
+        """Operations of one test image, counted as for the other non-neural baselines (see
+        :meth:`bench.methods.classical.PixelDetector.gflops_per_image`): per modelled pixel one
+        comparison per tree level (at most the tree's depth); per ``w x w`` window the sort
+        (``n log2 n`` comparisons, ``n = w^2``) and the statistic's two weighted sums of logs
+        (``2 x 2 x n``). None before ``fit``."""
+        tree = getattr(self, "tree_", None)
+        if tree is None:
+            return None
+        p = self.params
+        h, w1, w2 = expand_nb(p.nb)
+        rows, cols = p.image_size - h, p.image_size - w1 - w2
+        windows = (rows - p.w + 1) * (cols - p.w + 1)
+        n = p.w * p.w
+        ops = rows * cols * int(tree.get_depth()) + windows * (n * math.log2(n) + 4 * n)
+        return ops / 1e9
 
     def predict(self, test: ImageSet) -> Prediction:
         if not hasattr(self, "tree_"):

@@ -188,6 +188,33 @@ class PixelDetector(Method[PixelParams]):
         ctx.progress(f"{self.name}: fitted", 1.0)
         return self
 
+    def gflops_per_image(self, image_size: tuple[int, int] | None = None) -> float | None:
+        """GFLOPs of one test vector through the fitted estimator, counted as torch's counter
+        counts the neural methods (a multiply-add is 2 FLOPs; elementwise work such as the
+        downsampling and standardisation is left out, as it is for them):
+
+        - ``pca``: the projection onto the components and back, ``2 x 2 x D x k``;
+        - ``ocsvm``: one kernel dot product per support vector, ``2 x D x n_sv``;
+        - ``lof``: the distance to every training vector (brute force, an upper bound of the
+          tree searches), ``2 x D x n_train``;
+        - ``iforest``: no arithmetic, one comparison per node on the path: at most the sum of
+          the trees' depths.
+
+        None before ``fit`` (the counts depend on what the estimator kept)."""
+        est = getattr(self, "estimator_", None)
+        if est is None:
+            return None
+        d = int(est.n_features_in_)
+        if isinstance(est, PCA):
+            flops = 2 * 2 * d * int(est.n_components_)
+        elif isinstance(est, OneClassSVM):
+            flops = 2 * d * len(est.support_vectors_)
+        elif isinstance(est, LocalOutlierFactor):
+            flops = 2 * d * int(est.n_samples_fit_)
+        else:
+            flops = sum(int(tree.get_depth()) for tree in est.estimators_)
+        return flops / 1e9
+
     def _pca_residual(self, x: np.ndarray) -> Tensor:
         pca = self.estimator_
         recon = pca.inverse_transform(pca.transform(x))
