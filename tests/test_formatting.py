@@ -91,3 +91,27 @@ def test_compare_numbers():
         "--",
     ]
     assert [general(v) for v in (0.02, 1.5, 1e-05, 50.0)] == ["0.02", "1.5", "1e-05", "50"]
+
+
+def test_a_cost_column_keeps_its_significant_figures_cell_by_cell():
+    """GFLOP/image spans 6e-07 (a forest) to 124,926 (250 DDPM steps) in one table: fixed
+    decimals would write the small ones 0.0, the same as a tie; significant figures do not."""
+    cols = pd.MultiIndex.from_tuples([("d", "GFLOP/image")])
+    frame = partial(pd.DataFrame, index=["forest", "pca", "radar", "ddpm"], columns=cols)
+    table = Table(
+        "t",
+        "T",
+        frame([[6e-07], [0.000176128], [0.28498], [124926.0]]),
+        frame([[0.0], [0.0], [0.004], [0.0]]),
+        frame([[2], [2], [2], [2]]),
+        digits={"GFLOP/image": 1},
+        figures={"GFLOP/image": 2},
+        better={"GFLOP/image": "lower"},
+    )
+    assert table.cell_texts(markdown.cell_markup)[:, 0].tolist() == [
+        "0.00000060",
+        "0.00018",
+        "0.28 ± 0.00",
+        "124926",
+    ]
+    assert table.ranks()[cols[0]].tolist() == [1, 2, 0, 0]  # not a three-way tie at 0.0

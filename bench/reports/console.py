@@ -41,7 +41,7 @@ from bench.store.schema import (
     Status,
     Timing,
 )
-from bench.util.formatting import UNDEFINED, fixed, undefined
+from bench.util.formatting import UNDEFINED, decimals_for, fixed, undefined
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -362,7 +362,7 @@ def speed_table(records: Sequence[Mapping[str, Any]]) -> Table:
             fixed(timing.get(Timing.IMAGES_PER_S), 1),
             str(timing.get(Timing.BEST_BATCH, UNDEFINED)),
             fixed(timing.get(Timing.PEAK_MEM_MB), 0),
-            fixed(rec.get(Field.GFLOPS_PER_IMAGE), 1),
+            fixed(gflops := rec.get(Field.GFLOPS_PER_IMAGE), decimals_for(gflops, 2)),
             fixed(speed.get(Speed.RATIO_TO_FLOOR), 1),
             fixed(metrics.get("f1"), 2),
             fixed(metrics.get("auroc"), 2),

@@ -73,7 +73,7 @@ def _paired_arrays(
 
 def _best_two(table: Table, col: Any) -> tuple[str, str] | None:
     direction = table.better.get(col[-1], "higher")
-    shown = table.mean[col].round(table.digits_of(col[-1])).dropna()
+    shown = table.shown(col).dropna()
     if len(shown) < 2:
         return None
     order = shown.sort_values(ascending=direction == "lower", kind="stable")

@@ -113,6 +113,7 @@ def speed_table(data: RunData) -> Table | None:
         std=frames["std"],
         n=frames["n"],
         digits={h: d for _, h, d, _ in present},
+        figures={"GFLOP/img": 2},
         better={h: b for _, h, _, b in present if b},
     )
     mark_backbones(table, rows, key="label")

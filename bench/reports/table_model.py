@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.reports.load import flags_of, substituted_backbones
 from bench.store.schema import Field, Flag
-from bench.util.formatting import PLAIN, UNDEFINED, Notation, spread
+from bench.util.formatting import PLAIN, UNDEFINED, Notation, decimals_for, spread
 
 DAGGER = "dagger"  # row marker: random-init backbone
 SUBSTITUTE = "substitute"  # row marker: a pretrained backbone that is not the paper's
@@ -38,6 +38,9 @@ class Table:
     std: pd.DataFrame
     n: pd.DataFrame
     digits: dict[str, int] = field(default_factory=dict)  # column header -> decimals
+    # column header -> significant figures, cell by cell (instead of decimals): costs that
+    # span orders of magnitude in one column (GFLOP/image)
+    figures: dict[str, int] = field(default_factory=dict)
     better: dict[str, str] = field(default_factory=dict)  # column header -> higher|lower
     row_markers: dict[str, list[str]] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
@@ -64,11 +67,14 @@ class Table:
         for i in range(self.mean.shape[0]):
             for j, col in enumerate(self.mean.columns):
                 marker = "" if self.cell_markers is None else str(self.cell_markers.iat[i, j] or "")
+                std = self.std.iat[i, j]
+                if col[-1] in self.figures and std == 0:
+                    std = None  # a count, the same for every seed: "± 0.00000000" says nothing
                 text = spread(
                     self.mean.iat[i, j],
-                    self.std.iat[i, j],
+                    std,
                     int(self.n.iat[i, j]),
-                    self.digits_of(col[-1]),
+                    self.cell_digits(self.mean.iat[i, j], col[-1]),
                     self.interval_of(i, j),
                     notation,
                 )
@@ -81,12 +87,25 @@ class Table:
     def digits_of(self, column: str) -> int:
         return self.digits.get(column, 2)
 
+    def cell_digits(self, value: float, column: str) -> int:
+        """The decimals of one cell: the column's, or enough for its significant figures."""
+        if column in self.figures:
+            return decimals_for(value, self.figures[column])
+        return self.digits_of(column)
+
+    def shown(self, col: tuple[str, ...]) -> pd.Series:
+        """A column's means as the cells write them (ties in the text are ties in rank)."""
+        values = self.mean[col]
+        if col[-1] in self.figures:
+            return values.map(lambda v: round(v, self.cell_digits(v, col[-1])))
+        return values.round(self.digits_of(col[-1]))
+
     def ranks(self) -> pd.DataFrame:
         """1 where a cell is its column's best, 2 where second best (see module docs), else 0."""
         ranks = pd.DataFrame(0, index=self.mean.index, columns=self.mean.columns)
         for col in self.mean.columns:
             direction = self.better.get(col[-1])
-            shown = self.mean[col].round(self.digits_of(col[-1]))
+            shown = self.shown(col)
             if direction is None or shown.nunique() < 2:  # all equal: nobody is best
                 continue
             dense = shown.rank(method="dense", ascending=direction == "lower")

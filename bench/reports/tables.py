@@ -80,6 +80,10 @@ COST_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
 )
 
 
+#: Significant figures of the cost columns whose values span orders of magnitude in one table.
+COST_FIGURES: dict[str, int] = {"GFLOP/image": 2}
+
+
 def _cells(summary: pd.DataFrame, row: str, group: str, column: str) -> pd.DataFrame:
     """Pivot a (row, group, column) summary into the three cell frames, order preserved."""
     out = {}
@@ -303,7 +307,9 @@ def timing_table(
     mem = f" Peak memory: {', '.join(map(str, kinds))}." if len(kinds) else ""
     cost = (
         " GFLOP/image: the FLOPs of one test image's forward computation (speed claims name the"
-        " mode); U-Net passes: diffusion-network evaluations per image."
+        " mode; a multiply-add is 2 FLOPs; the statistical baselines' dot products, distances"
+        " and tree comparisons counted by formula); U-Net passes: diffusion-network evaluations"
+        " per image."
         if any(keys[k] in {h for _, h, _, _ in COST_COLUMNS} for k in present)
         else ""
     )
@@ -317,6 +323,7 @@ def timing_table(
         std=frames["std"],
         n=frames["n"],
         digits={h: d for _, h, d, _ in columns_spec},
+        figures=dict(COST_FIGURES),
         better={h: b for _, h, _, b in columns_spec},
     )
     _mark_methods(table, rows)
