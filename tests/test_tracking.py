@@ -137,3 +137,27 @@ def test_cli_logs_live_and_exports_idempotently(meandiff, tmp_path: Path, uri: s
 def test_cli_export_bad_target_is_one_line(tmp_path: Path, capsys) -> None:
     assert bench_exit_code(["export", str(tmp_path), "--to", "wandb"]) == 2
     assert "--to 'wandb': expected mlflow" in capsys.readouterr().err
+
+
+def test_a_folder_uri_is_a_local_sqlite_store(meandiff, tmp_path: Path, capsys) -> None:
+    """`bench export RUN --to mlflow --uri <folder>`: the folder holds a SQLite store (MLflow's
+    plain folder store refuses to start), and mlflow.search_runs finds one run per job. A store
+    that cannot be opened is a one-line error naming --uri."""
+    results = tmp_path / "results"
+    argv = ["run", "--methods", "meandiff", "--datasets", "synthetic", "--seeds", "0,1"]
+    assert bench_exit_code([*argv, "--preset", "quick", "--results-dir", str(results)]) == 0
+    run = next((results).iterdir())
+    store = tmp_path / "tracking"
+    for _ in range(2):
+        assert bench_exit_code(["export", str(run), "--uri", str(store)]) == 0
+    assert f"sqlite:///{store.as_posix()}/mlflow.db" in capsys.readouterr().out
+    mlflow.set_tracking_uri(tracking.tracking_uri(store))
+    runs = mlflow.search_runs(experiment_names=[tracking.DEFAULT_EXPERIMENT])
+    jobs = runs[runs["tags.bench.job_id"].notna()]
+    assert sorted(jobs["params.seed"]) == ["0", "1"]
+    assert len(runs) == 3  # the bench run and its two jobs, once however often exported
+
+    assert bench_exit_code(["export", str(run), "--uri", "nosuchscheme://x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --uri 'nosuchscheme://x': cannot open the tracking store")
+    assert "\n" not in err

@@ -228,6 +228,6 @@ def mlflow_uri() -> Any:
     return typer.Option(
         None,
         "--mlflow-uri",
-        help="MLflow tracking URI (default: a SQLite store in <results-dir>/mlruns/); implies "
-        "--mlflow.",
+        help="MLflow tracking URI, or a folder for a local SQLite store in it (default: "
+        "<results-dir>/mlruns/); implies --mlflow.",
     )

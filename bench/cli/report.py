@@ -120,8 +120,8 @@ def export(
     uri: str | None = typer.Option(
         None,
         "--uri",
-        help="Tracking URI (default: a SQLite store in <results-dir>/mlruns/; any MLflow "
-        "server URI works the same way).",
+        help="Tracking URI, or a folder for a local SQLite store in it (default: "
+        "<results-dir>/mlruns/); any MLflow server URI works the same way.",
     ),
     experiment: str = typer.Option("radar-bench", "--experiment", help="MLflow experiment."),
     results_dir: Path = options.results_dir(options.LOOKED_UP),
@@ -137,4 +137,4 @@ def export(
     if not path.exists():
         raise ConfigError(f"{source}: neither a run folder nor a run id in {results_dir}")
     result = export_run(path, uri or default_tracking_uri(results_dir), experiment)
-    console.show(f"mlflow: {result.summary()}")
+    console.show(f"mlflow: {result.summary()} in {result.uri}")

@@ -95,7 +95,22 @@ def require_mlflow() -> None:
 def default_tracking_uri(results_dir: str | Path = "results") -> str:
     """A local SQLite store in ``<results_dir>/mlruns/``: no server needed (MLflow's plain
     ``./mlruns`` file store is in maintenance mode and refuses to start by default)."""
-    return f"sqlite:///{Path(results_dir).as_posix()}/mlruns/mlflow.db"
+    return tracking_uri(Path(results_dir) / "mlruns")
+
+
+def tracking_uri(value: str | Path) -> str:
+    """What ``--uri`` / ``--mlflow-uri`` name: a URI with a scheme as it is (a server, a
+    database); a ``.db`` file as a SQLite store; any other path as a folder holding the local
+    SQLite store ``mlflow.db`` (MLflow's plain folder store refuses to start by default).
+
+    >>> tracking_uri("/tmp/x"), tracking_uri("runs.db"), tracking_uri("http://host:5000")
+    ('sqlite:////tmp/x/mlflow.db', 'sqlite:///runs.db', 'http://host:5000')
+    """
+    text = str(value)
+    if "://" in text or text.startswith(("databricks", "file:")):
+        return text
+    path = Path(text)
+    return f"sqlite:///{(path if path.suffix == '.db' else path / 'mlflow.db').as_posix()}"
 
 
 @dataclass
@@ -104,6 +119,7 @@ class ExportResult:
 
     experiment_id: str
     parent_run_id: str
+    uri: str  # the tracking URI, resolved (a folder -> its SQLite store)
     logged: dict[str, str] = field(default_factory=dict)  # job id -> MLflow run id
     skipped: dict[str, str] = field(default_factory=dict)  # job id -> existing MLflow run id
 
@@ -178,8 +194,11 @@ class Tracker:
     run and logs job records under it, skipping jobs logged before. Used by ``bench export``
     (a stored run afterwards) and ``bench run --mlflow`` (each record as it is written)."""
 
-    def __init__(self, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> None:
+    def __init__(
+        self, uri: str, experiment: str = DEFAULT_EXPERIMENT, flag: str = "--mlflow-uri"
+    ) -> None:
         require_mlflow()
+        uri = tracking_uri(uri)
         from mlflow import MlflowClient
 
         # MLflow and alembic announce every schema step at INFO: noise on a bench terminal.
@@ -191,7 +210,8 @@ class Tracker:
             self.client: MlflowClient = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
         except Exception as exc:  # MLflow raises many types for a bad URI; say which flag
-            raise ConfigError(f"--mlflow {uri!r}: cannot open the tracking store ({exc})") from None
+            first = str(exc).split(". ")[0]  # MLflow's own message runs to a paragraph
+            raise ConfigError(f"{flag} {uri!r}: cannot open the tracking store ({first})") from None
         self.uri = uri
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -303,10 +323,10 @@ def export_run(run_dir: str | Path, uri: str, experiment: str = DEFAULT_EXPERIME
     records = store.records()
     if not records:
         raise DataError(f"{run_dir}: no job records to export (expected jobs/*.json)")
-    tracker = Tracker(uri, experiment)
+    tracker = Tracker(uri, experiment, flag="--uri")
     manifest = store.read_manifest() or {}
     run_id = str(manifest.get("run_id") or records[0].get("run_id") or run_dir.name)
-    result = ExportResult(tracker.experiment_id, tracker.parent_run(run_id, manifest))
+    result = ExportResult(tracker.experiment_id, tracker.parent_run(run_id, manifest), tracker.uri)
     for record in records:
         record = {**record, "run_id": record.get("run_id") or run_id}
         mlflow_id, new = tracker.log_job(record, run_dir)
