@@ -100,6 +100,10 @@ def test_same_seed_gives_identical_records(tmp_path, capsys, meandiff):
         (["run", "--set", "radar.t=5000"], "radar.t must be"),
         (["run", "--seeds", "x"], "--seeds 'x'"),
         (["run", "--preset", "fast"], "unknown preset 'fast'"),
+        # typer's own usage errors (typer >= 0.29 vendors click): one line too, no traceback
+        (["run", "--nosuch"], "bench run: No such option: --nosuch (see --help)"),
+        (["run", "--threads", "two"], "'two' is not a valid integer"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
         (["run", "--datasets", "mvtec:tile"], "--data-root"),
         (
             ["run", "--datasets", "mvtec:tile", "--data-root", "/nonexistent/mvtec"],

@@ -79,14 +79,31 @@ def main() -> None:
     except click.exceptions.Abort:
         console.show("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except _USAGE_ERRORS as exc:
+        # one line, like every other error: click's own show() prints the usage block too
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        console.problem(f"error: {where}{exc.format_message().rstrip('.')} (see --help)")
         sys.exit(exc.exit_code)
     finally:
         bench_log.removeHandler(handler)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """click's usage-error base and typer's own copy of click (typer >= 0.29 vendors click:
+    its errors, an unknown option among them, are not click's classes)."""
+    found: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as vendored
+    except ImportError:  # an older typer on plain click
+        return tuple(found)
+    return (*found, vendored)
+
+
+_USAGE_ERRORS = _usage_error_types()
 
 
 def _interrupt(signum: int, frame: object) -> None:
