@@ -219,3 +219,13 @@ def test_one_line_problems_are_never_wrapped_nor_parsed(capsys):
     line = "error: " + "x" * 300 + " [bold]not markup[/bold]"
     console.problem(line)
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_verdict_cells_are_text_not_markup():
+    """A job label or note with brackets (a variant, an error text) is printed as it is."""
+    rows = [(["radar [irf] · synthetic", "auroc", "0.9", "0.8", "-0.1", "[bold]x", "worse"], "bad")]
+    columns = ["job", "metric", "baseline", "candidate", "change", "note", "outcome"]
+    names = ["jobs_compared", "metric_regressions", "failed_jobs", "metric_improvements"]
+    counts = dict.fromkeys([*names, "missing_jobs", "extra_jobs", "not_gated_changes"], 0)
+    text = render(console.verdict_renderables("t", columns, rows, "fail", counts), 200)
+    assert "radar [irf] · synthetic" in text and "[bold]x" in text

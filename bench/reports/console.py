@@ -572,7 +572,8 @@ def verdict_renderables(
     for col in columns:
         table.add_column(col, justify="right" if col in ("baseline", "candidate") else "left")
     for cells, tone in rows:
-        table.add_row(*cells, style=TONES[tone])
+        # a job label or note may hold "[...]" (a variant, an interval): text, not markup
+        table.add_row(*(escape(str(c)) for c in cells), style=TONES[tone])
     c = counts
     colour = "green" if verdict == "pass" else "red"
     summary = (
