@@ -465,6 +465,40 @@ def test_quality_against_compute_points_and_figures(tmp_path):
             assert np.asarray(im.convert("L")).std() > 5
 
 
+def test_each_sweep_is_its_own_compute_line_and_only_presets_are_named(tmp_path):
+    """Two ablations of radar around the same base (steps, image size): the base job, stored in
+    both run folders, is one measurement in the tables but lies on both lines; a run with
+    --set has no preset point, a run without one has its base grid point ringed."""
+    from bench.reports import charts
+    from bench.reports.load import AXES, preset_variants
+
+    def sweep(run, param, values, sets):
+        store = RunStore(tmp_path / "sweeps" / run)
+        for value in values:
+            params = {"train_steps": 100, "image_size": 100, param: value}
+            job = f"j-{params['train_steps']}-{params['image_size']}"
+            rec = _rec(job, "radar", 0, {"auroc": 0.5 + value / 1e5}, params=params, run=run)
+            rec["varied"], rec["ablation"] = {param: value}, {"base": {param: 100}}
+            rec["fit_info"] = {"train_gflops": 3.0 * params["train_steps"]}
+            store.write_record(rec)
+        config = {"methods": ["radar"], "sets": sets}
+        store.write_manifest({"run_id": run, "config_hash": run, "config": config})
+
+    sweep("steps", "train_steps", [100, 1000, 10000], {})
+    sweep("size", "image_size", [100, 200], {"radar": {"inference": "full"}})
+    data = load_run(tmp_path / "sweeps")
+    ok = data.ok
+    assert len(ok) == 4  # the shared base job once
+    assert ok.set_index("job_id").at["j-100-100", AXES] == "image_size|train_steps"
+
+    points = charts.compute_points(ok, "fit_info.train_gflops", "auroc")
+    lines = {a: sorted(p["x"]) for a, p in points.groupby("axis")}
+    assert lines == {"image_size": [300.0, 300.0], "train_steps": [300.0, 3000.0, 30000.0]}
+    assert preset_variants(ok, data.manifests)["radar"] == {
+        "radar-[('image_size', 100), ('train_steps', 100)]"
+    }
+
+
 # ---------------------------------------------------------------- the page a person opens
 
 

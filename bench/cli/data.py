@@ -47,7 +47,9 @@ def synthetic(
 def prepare(
     methods: str = options.methods(),
     datasets: str = options.datasets(options.AS_FOR_RUN),
-    preset: str = options.preset("paper | quick | auto (both: the nodes may have GPUs)."),
+    preset: str = options.preset(
+        "paper | quick | cpu | auto (auto: paper and quick, the nodes may have GPUs)."
+    ),
     sets: list[str] = options.sets("METHOD.PARAM=VALUE, as for bench run."),
     data_root: Path | None = options.data_root("Datasets folder."),
     fetch: bool = typer.Option(

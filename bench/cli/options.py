@@ -39,7 +39,7 @@ def seeds() -> Any:
     return typer.Option("0", "--seeds", help="Seeds: 0,1,2 or 0-4.")
 
 
-def preset(help: str = "paper | quick | auto (paper on CUDA, quick on CPU).") -> Any:
+def preset(help: str = "paper | quick | cpu | auto (paper on CUDA, quick on CPU).") -> Any:
     return typer.Option("auto", "--preset", help=help)
 
 

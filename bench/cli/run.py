@@ -131,7 +131,7 @@ def ablate(
         False, "--one-at-a-time", help="Vary one parameter at a time around the base config."
     ),
     seeds: str = options.seeds(),
-    preset: str = options.preset("paper | quick | auto."),
+    preset: str = options.preset("paper | quick | cpu | auto."),
     device: str = options.device(),
     sets: list[str] = options.sets("Base value of a parameter: METHOD.PARAM=VALUE (repeatable)."),
     data_root: Path | None = options.data_root("Datasets folder."),

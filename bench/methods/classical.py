@@ -253,13 +253,14 @@ def _builder(name: str) -> Any:
 
 def method_entries() -> list[MethodEntry]:
     return [
-        # Already CPU-sized: "quick" is the paper setting; scikit-learn: Ray asks for no GPU.
+        # Already CPU-sized: "quick" and "cpu" are the paper setting; scikit-learn: Ray asks
+        # for no GPU.
         MethodEntry(
             name=name,
             params_cls=cls,
             build=_builder(name),
             summary=summary,
-            presets={"quick": {}},
+            presets={"quick": {}, "cpu": {}},
             cpu_only=True,
         )
         for name, (cls, summary) in _METHODS.items()

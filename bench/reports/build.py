@@ -30,6 +30,7 @@ from bench.reports.load import (
     grid_long,
     latency_long,
     load_run,
+    preset_variants,
     reference_rows,
     reference_variants,
     scores_long,
@@ -73,6 +74,7 @@ def write_report(
     out_dir = Path(out_dir)
     tables_dir, figures_dir = out_dir / "tables", out_dir / "figures"
     refs = reference_variants(ok, data.manifests)
+    presets = preset_variants(ok, data.manifests)
     rows = reference_rows(ok, refs)
     sweeps = ablations(ok, refs)
     main = main_table(data, digits, interval=interval)
@@ -154,10 +156,10 @@ def write_report(
             cost,
             charts.compute_points(ok, measure, "auroc"),
             f"{name}: no record with {measure} and an image AUROC",
-            lambda _, measure=measure: charts.compute_figure(ok, measure, refs),
+            lambda _, measure=measure: charts.compute_figure(ok, measure, presets),
             name,
-            f"{caption}: every variant of every method, mean ± std over seeds; ringed: the "
-            "main-table setting.",
+            f"{caption}: every variant of every method, one line per ablation axis, mean ± std "
+            "over seeds; ringed: a variant run exactly at a preset (named).",
         )
     per_dataset = Section("datasets", "Per dataset")
     for dataset in dict.fromkeys(rows[Field.DATASET]):

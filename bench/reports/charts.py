@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from bench.reports.load import AXES
 from bench.store.schema import Field, FitInfo, Timing, flat
 from bench.util.formatting import general, spread
 
@@ -252,30 +253,33 @@ def compute_points(rows: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame()
     preset = frame[Field.PRESET] if Field.PRESET in frame else pd.Series("", index=frame.index)
+    # a job in several sweeps (their shared base point) lies on each of their lines
+    axes = frame[AXES] if AXES in frame else pd.Series("", index=frame.index)
+    frame = frame.assign(axis=axes.fillna("").astype(str).str.split("|")).explode("axis")
     points = (
-        frame.assign(preset=preset.fillna("").astype(str))
-        .groupby([Field.DATASET, Field.METHOD, Field.PARAMS_HASH], sort=False)
+        frame.assign(preset=preset.reindex(frame.index).fillna("").astype(str))
+        .groupby([Field.DATASET, Field.METHOD, "axis", Field.PARAMS_HASH], sort=False)
         .agg(x=("x", "mean"), y=("y", "mean"), std=("y", "std"), seeds=("y", "size"),
-             preset=(Field.PRESET, "first"))
+             preset=("preset", "first"))
         .reset_index()
     )  # fmt: skip
     points["std"] = points["std"].fillna(0.0)
-    return points.sort_values([Field.DATASET, Field.METHOD, "x"], kind="stable").reset_index(
-        drop=True
-    )
+    order = [Field.DATASET, Field.METHOD, "axis", "x"]
+    return points.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def compute_figure(
-    rows: pd.DataFrame, cost: str, references: Mapping[str, str] | None = None
+    rows: pd.DataFrame, cost: str, presets: Mapping[str, set[str]] | None = None
 ) -> Figure:
     """Quality against compute: per dataset (columns) and metric (rows: image AUROC, and pixel
-    AUROC where masks exist), one line per method through its variants in order of cost,
-    error bars +- one std over seeds. Each method's reference variant (``references``: method
-    -> params_hash, the main-table setting, i.e. its preset when the run set nothing) is ringed
-    and named by its preset. The x axis is ``cost``, a key of :data:`COMPUTE_AXES`: where a
-    curve flattens, more compute stops buying quality.
+    AUROC where masks exist), one line per method and ablation axis
+    (:data:`bench.reports.load.AXES`) through its variants in order of cost, error bars +- one
+    std over seeds. The variants run exactly at a preset (``presets``: method ->
+    params_hashes, :func:`bench.reports.load.preset_variants`) are ringed and named by it. The
+    x axis is ``cost``, a key of :data:`COMPUTE_AXES`: where a curve flattens, more compute
+    stops buying quality.
     """
-    references = references or {}
+    presets = presets or {}
     found = {m: compute_points(rows, cost, m) for m, _ in COMPUTE_METRICS}
     panels = [(m, lab) for m, lab in COMPUTE_METRICS if not found[m].empty]
     all_points = {m: found[m] for m, _ in panels}
@@ -285,6 +289,19 @@ def compute_figure(
     ]
     methods = list(dict.fromkeys(m for p in all_points.values() for m in p[Field.METHOD]))
     look = styles(methods)
+    # a method's sweeps share its colour; each axis gets its own marker and line style
+    lines = list(
+        dict.fromkeys(
+            (m, a)
+            for p in all_points.values()
+            for m, a in zip(p[Field.METHOD], p["axis"], strict=True)
+        )
+    )
+    shapes = styles(list(dict.fromkeys(a for _, a in lines)))
+    line_look = {
+        (m, a): {**look[m], **({k: shapes[a][k] for k in ("marker", "linestyle")} if a else {})}
+        for m, a in lines
+    }
     with mpl.rc_context(STYLE):
         ncols, nrows = max(len(datasets), 1), max(len(panels), 1)
         fig = _figure(COLUMN_WIDTH_IN * min(ncols, 2), 2.2 * nrows + 0.4)
@@ -294,14 +311,14 @@ def compute_figure(
             for c, dataset in enumerate(datasets):
                 ax = axes[r, c]
                 part = points[points[Field.DATASET] == dataset]
-                for method, line in part.groupby(Field.METHOD, sort=False):
-                    st = look[method]
+                for (method, axis), line in part.groupby([Field.METHOD, "axis"], sort=False):
+                    st = line_look[(method, axis)]
                     ax.errorbar(
                         line["x"], line["y"], yerr=line["std"], color=st["color"],
                         marker=st["marker"], linestyle=st["linestyle"], markersize=3.5,
-                        capsize=2, elinewidth=0.7, label=method,
+                        capsize=2, elinewidth=0.7, label=_line_label(method, axis),
                     )  # fmt: skip
-                    marked = line[line[Field.PARAMS_HASH].astype(str) == references.get(method)]
+                    marked = line[line[Field.PARAMS_HASH].astype(str).isin(presets.get(method, ()))]
                     ax.scatter(
                         marked["x"], marked["y"], s=70, facecolors="none",
                         edgecolors=st["color"], linewidths=0.9, zorder=3,
@@ -324,16 +341,25 @@ def compute_figure(
                     ax.set_ylabel(f"{label}\n(mean ± std over seeds)")
                 if r == nrows - 1:
                     ax.set_xlabel(COMPUTE_AXES[cost])
-        handles = [mpl.lines.Line2D([], [], markersize=3.5, label=m, **look[m]) for m in methods]
-        if references:
+        handles = [
+            mpl.lines.Line2D([], [], markersize=3.5, label=_line_label(*key), **line_look[key])
+            for key in lines
+        ]
+        if any(presets.values()):
             handles.append(
                 mpl.lines.Line2D(
                     [], [], marker="o", markersize=7, markerfacecolor="none", color="0.3",
-                    linestyle="", label="main-table setting",
+                    linestyle="", label="a preset (named)",
                 )
             )  # fmt: skip
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+        # a figure one or two columns wide holds two legend columns of "method: axis" names
+        ncols = 2 if len(handles) > 3 else len(handles)
+        fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
     return fig
+
+
+def _line_label(method: str, axis: str) -> str:
+    return f"{method}: {axis}" if axis else method
 
 
 def pareto_front(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ the variants of a method are its ablation parameters.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bench.store.runs import RunStore, load_results
-from bench.store.schema import Config, Field, Flag, Manifest, Status, Timing, flat
+from bench.store.schema import AblationInfo, Config, Field, Flag, Manifest, Status, Timing, flat
 from bench.util.errors import DataError
 
 
@@ -76,10 +77,33 @@ class RunData:
             return {key: npz[key] for key in npz.files}
 
 
+#: Column of :func:`load_run`'s frame: the ablation axes a job lies on, "|"-separated ("" for
+#: none). An axis is the parameters one sweep varied (``"image_size"``, ``"scorer, t"``); a job
+#: found in several sweeps (their shared base point) lies on each of their axes.
+AXES = "ablation_axes"
+
+
+def varied_axis(frame: pd.DataFrame) -> pd.Series:
+    """Per record, the parameters its ablation varied, comma-joined; "" outside an ablation."""
+    prefix = flat(Field.VARIED, "")
+    columns = [c for c in frame.columns if c.startswith(prefix)]
+    if not columns or frame.empty:
+        return pd.Series("", index=frame.index, dtype=object)
+    present = frame[columns].notna()
+    return present.apply(
+        lambda row: ", ".join(c.removeprefix(prefix) for c in columns if row[c]), axis=1
+    )
+
+
 def load_run(path: Path) -> RunData:
     """Read a run folder, a folder of run folders, a ``records.csv`` or one job ``.json``."""
     path = Path(path)
     frame = load_results(path)  # raises DataError naming the path when there is nothing
+    if Field.JOB_ID in frame:
+        axis = varied_axis(frame)
+        frame[AXES] = frame[Field.JOB_ID].map(
+            axis.groupby(frame[Field.JOB_ID]).agg(lambda a: "|".join(sorted(set(a))))
+        )
     if Field.JOB_ID in frame and Field.FINISHED_AT in frame:
         # The same job found in two run folders is one measurement, not two seeds.
         frame = frame.sort_values(Field.FINISHED_AT, kind="stable").drop_duplicates(
@@ -191,13 +215,32 @@ def reference_variants(
     Read from the run manifests, not the registry: a run whose config has no ``--set`` for a
     method ran it at its preset then, whatever the registry's defaults are today.
     """
+    return {method: ranked.index[0] for method, ranked in _ranked_variants(ok, manifests).items()}
+
+
+def preset_variants(
+    ok: pd.DataFrame, manifests: list[dict[str, Any]] | None = None
+) -> dict[str, set[str]]:
+    """method -> params_hashes of its variants run exactly at a preset (no ``--set``, and an
+    ablation's base grid point): the points a compute figure marks with the preset's name."""
+    return {
+        method: {h for h, at in ranked["preset"].items() if at}
+        for method, ranked in _ranked_variants(ok, manifests).items()
+    }
+
+
+def _ranked_variants(
+    ok: pd.DataFrame, manifests: list[dict[str, Any]] | None
+) -> dict[str, pd.DataFrame]:
+    """Per method, its variants (index: params_hash) with ``preset`` (run at a preset),
+    ``count`` (finished jobs) and ``first`` (start order), best reference first."""
     untouched_runs = {
         (str(m.get(Manifest.RUN_ID)), str(method))
         for m in manifests or []
         for method in (m.get(Manifest.CONFIG) or {}).get(Config.METHODS, [])
         if not ((m.get(Manifest.CONFIG) or {}).get(Config.SETS) or {}).get(method)
     }
-    refs: dict[str, str] = {}
+    out: dict[str, pd.DataFrame] = {}
     order = (
         ok[Field.STARTED_AT]
         if Field.STARTED_AT in ok
@@ -208,14 +251,42 @@ def reference_variants(
         run_ids = (
             rows[Field.RUN_ID].astype(str) if Field.RUN_ID in rows else pd.Series("", rows.index)
         )
-        at_preset = [(r, str(method)) in untouched_runs for r in run_ids]
+        at_base = _at_ablation_base(rows)
+        at_preset = [
+            (r, str(method)) in untouched_runs and b for r, b in zip(run_ids, at_base, strict=True)
+        ]
         stats = pd.DataFrame({"hash": hashes, "order": order.loc[rows.index], "preset": at_preset})
         stats = stats.groupby("hash").agg(
             preset=("preset", "any"), count=("order", "size"), first=("order", "min")
         )
         ranked = stats.sort_values(["preset", "count", "first"], ascending=[False, False, True])
-        refs[str(method)] = str(ranked.index[0])
-    return refs
+        out[str(method)] = ranked
+    return out
+
+
+def _at_ablation_base(rows: pd.DataFrame) -> list[bool]:
+    """Per record: True outside an ablation, and for the grid point at the ablation's base
+    (every varied parameter at its preset value); the other grid points are variants even
+    in a run that set nothing."""
+    varied = flat(Field.VARIED, "")
+    base = flat(Field.ABLATION, AblationInfo.BASE, "")
+    params = [c.removeprefix(varied) for c in rows.columns if c.startswith(varied)]
+    out = []
+    for _, row in rows.iterrows():
+        here = [p for p in params if _given(row.get(varied + p))]
+        out.append(all(_same(row.get(varied + p), row.get(base + p)) for p in here))
+    return out
+
+
+def _given(value: Any) -> bool:
+    return not (value is None or (isinstance(value, float) and np.isnan(value)))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, numbers.Number) and isinstance(b, numbers.Number):
+        return float(a) == float(b)  # 100 and 100.0: a frame column with gaps is float
+    # lists (tuples in JSON) may come back as lists or their string form from a CSV
+    return json.dumps(a, default=str) == json.dumps(b, default=str) or str(a) == str(b)
 
 
 def reference_rows(ok: pd.DataFrame, refs: dict[str, str]) -> pd.DataFrame:
