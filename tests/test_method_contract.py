@@ -80,14 +80,30 @@ OWN_INVALID: dict[str, tuple[dict[str, str], str]] = {
 # cpu): they pin every default and preset value at once, so that a changed default (and with it
 # every stored record's identity) fails here, not silently in a comparison months later.
 PRESET_JOB_IDS: dict[str, dict[str, str]] = {
-    "radar": {"paper": "034296750c5000d9", "quick": "30ab3520aaf94757"},
-    "diffusionad": {"paper": "37e430d03cb78315", "quick": "34a7e83f04295fbf"},
-    "ddpm_recon": {"paper": "5999b633cc37f969", "quick": "7ec7b7033c0c5512"},
-    "iforest": {"paper": "628258b8628f5584", "quick": "628258b8628f5584"},
-    "ocsvm": {"paper": "96fd931ca134eb10", "quick": "96fd931ca134eb10"},
-    "lof": {"paper": "51e64e0d9069eee2", "quick": "51e64e0d9069eee2"},
-    "pca": {"paper": "b6c1a71501372399", "quick": "b6c1a71501372399"},
-    "bui_apley": {"paper": "895471f8acb436f0", "quick": "bc03919834635b09"},
+    "radar": {"paper": "034296750c5000d9", "quick": "30ab3520aaf94757", "cpu": "798b2b1fc0190c65"},
+    "diffusionad": {
+        "paper": "37e430d03cb78315",
+        "quick": "34a7e83f04295fbf",
+        "cpu": "f91706871d6cc796",
+    },
+    "ddpm_recon": {
+        "paper": "5999b633cc37f969",
+        "quick": "7ec7b7033c0c5512",
+        "cpu": "c603e9f567112765",
+    },
+    "iforest": {
+        "paper": "628258b8628f5584",
+        "quick": "628258b8628f5584",
+        "cpu": "628258b8628f5584",
+    },
+    "ocsvm": {"paper": "96fd931ca134eb10", "quick": "96fd931ca134eb10", "cpu": "96fd931ca134eb10"},
+    "lof": {"paper": "51e64e0d9069eee2", "quick": "51e64e0d9069eee2", "cpu": "51e64e0d9069eee2"},
+    "pca": {"paper": "b6c1a71501372399", "quick": "b6c1a71501372399", "cpu": "b6c1a71501372399"},
+    "bui_apley": {
+        "paper": "895471f8acb436f0",
+        "quick": "bc03919834635b09",
+        "cpu": "895471f8acb436f0",
+    },
 }
 
 
@@ -282,6 +298,21 @@ def test_preset_values_are_pinned(name: str) -> None:
     presets = ["paper", *registry.get_method(name).presets]
     got = {preset: job_id(name, registry.build_params(name, preset), preset) for preset in presets}
     assert got == PRESET_JOB_IDS[name]
+
+
+#: The methods of the CPU reference study (results/reference/cpu/study.sh): each has a `cpu`
+#: preset; any other method asked for it is a one-line error naming its presets.
+CPU_STUDY = ["radar", "diffusionad", "ddpm_recon", "iforest", "ocsvm", "lof", "pca", "bui_apley"]
+CPU_STUDY_ANOMALIB = ["patchcore", "padim", "fastflow", "draem"]
+
+
+def test_the_cpu_study_methods_have_a_cpu_preset() -> None:
+    for name in CPU_STUDY + [m for m in CPU_STUDY_ANOMALIB if m in METHODS]:
+        assert "cpu" in registry.get_method(name).presets, name
+    others = [m for m in METHODS if is_anomalib(m) and m not in CPU_STUDY_ANOMALIB]
+    for name in others[:3]:
+        with pytest.raises(ConfigError, match=rf"unknown preset of {name} 'cpu'; valid: paper"):
+            registry.build_params(name, "cpu")
 
 
 def test_every_method_has_a_contract_case() -> None:

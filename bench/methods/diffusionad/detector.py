@@ -253,6 +253,21 @@ PRESETS: dict[str, dict[str, object]] = {
         "focal_gamma": 2.0,
         "perlin_max_scale": 8,
     },
+    # Real data on a laptop (issue #21): the quick networks for 6 epochs of the 720
+    # magnetic_tile training images (each epoch is 29x the synthetic set's), warm-up 1 epoch
+    # (results/reference/cpu/sweep/diffusionad-mtd-epochs).
+    "cpu": {
+        **QUICK_UNET,
+        "seg_base_width": 8,
+        "epochs": 6,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "seg_lr": 3e-3,
+        "seg_lr_cycle": 0,
+        "seg_warmup_epochs": 1,
+        "focal_gamma": 2.0,
+        "perlin_max_scale": 8,
+    },
 }
 
 
