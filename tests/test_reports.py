@@ -486,7 +486,7 @@ def test_each_sweep_is_its_own_compute_line_and_only_presets_are_named(tmp_path)
 
     sweep("steps", "train_steps", [100, 1000, 10000], {})
     sweep("size", "image_size", [100, 200], {"radar": {"inference": "full"}})
-    data = load_run(tmp_path / "sweeps")
+    data = load_run(tmp_path)  # runs two levels down, as results/reference/cpu/{sweep,study}/
     ok = data.ok
     assert len(ok) == 4  # the shared base job once
     assert ok.set_index("job_id").at["j-100-100", AXES] == "image_size|train_steps"

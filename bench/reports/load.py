@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.store.runs import RunStore, load_results
+from bench.store.runs import RunStore, load_results, run_folders
 from bench.store.schema import AblationInfo, Config, Field, Flag, Manifest, Status, Timing, flat
 from bench.util.errors import DataError
 
@@ -122,11 +122,7 @@ def load_run(path: Path) -> RunData:
     root = path.parent if path.is_file() else path
     if path.is_file() and root.name == "jobs":
         root = root.parent
-    run_dirs = (
-        [root]
-        if (root / "jobs").is_dir()
-        else sorted(p for p in root.iterdir() if (p / "jobs").is_dir())
-    )
+    run_dirs = run_folders(root)
     manifests = []
     for run_dir in run_dirs:
         manifest = RunStore(run_dir).read_manifest()  # validated; None when absent or damaged

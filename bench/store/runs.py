@@ -378,11 +378,22 @@ def load_results(path: Path) -> pd.DataFrame:
                 raise DataError(f"{path}: {problem}; expected a bench job record")
             return records_frame([record])
         raise DataError(f"{path}: expected a run folder, records.csv or a job .json")
-    run_dirs = [path] if (path / "jobs").is_dir() else sorted(p.parent for p in path.glob("*/jobs"))
-    records = [r for run_dir in run_dirs for r in RunStore(run_dir).records()]
+    records = [r for run_dir in run_folders(path) for r in RunStore(run_dir).records()]
     if not records:
         raise DataError(f"{path}: no job records (expected jobs/*.json or */jobs/*.json)")
     return records_frame(records)
+
+
+def run_folders(path: Path) -> list[Path]:
+    """The run folders at ``path``: itself when it holds ``jobs/``, else every folder below
+    it at any depth that does (a study's runs grouped in sub-folders: ``cpu/sweep/<run>``,
+    ``cpu/study/<run>``), in path order; a run folder's own sub-folders are not searched."""
+    if (path / "jobs").is_dir():
+        return [path]
+    found: list[Path] = []
+    for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()):
+        found += run_folders(child)
+    return found
 
 
 #: A run folder name (``--run-id``): one path component of safe characters.
