@@ -68,13 +68,14 @@ class Table:
             for j, col in enumerate(self.mean.columns):
                 marker = "" if self.cell_markers is None else str(self.cell_markers.iat[i, j] or "")
                 std = self.std.iat[i, j]
-                if col[-1] in self.figures and std == 0:
-                    std = None  # a count, the same for every seed: "± 0.00000000" says nothing
+                digits = self.cell_digits(self.mean.iat[i, j], col[-1])
+                if col[-1] in self.figures and round(float(std), digits) == 0:
+                    std = None  # a count, (nearly) the same every seed: "± 0.0000" says nothing
                 text = spread(
                     self.mean.iat[i, j],
                     std,
                     int(self.n.iat[i, j]),
-                    self.cell_digits(self.mean.iat[i, j], col[-1]),
+                    digits,
                     self.interval_of(i, j),
                     notation,
                 )
