@@ -430,6 +430,30 @@ def test_bootstrap_interval_replaces_std_where_records_have_one(tmp_path) -> Non
     assert "0.81 ± " in markdown.to_markdown(main_table(load_run(tmp_path / "ci")))  # default
 
 
+def test_a_method_on_two_kinds_of_weights_is_two_rows(tmp_path):
+    """PatchCore on random-init and on ImageNet-Lite weights in one study: two rows, each
+    with its own mark, never one row averaging them; padim with one kind keeps its name."""
+    store = RunStore(tmp_path / "run")
+    lite = "backbone:efficientnet_lite0 (ImageNet)"
+    for seed in (0, 1):
+        for kind, flags, auroc in (("r", ["weights:random"], 0.6), ("l", [lite], 0.8)):
+            params = {"weights": kind}
+            store.write_record(
+                _rec(f"p{kind}{seed}", "patchcore", seed, {"auroc": auroc}, flags=flags,
+                     params=params)
+            )  # fmt: skip
+        store.write_record(_rec(f"d{seed}", "padim", seed, {"auroc": 0.7}, flags=[lite]))
+    table = main_table(load_run(tmp_path / "run"), significance=False)
+    auroc = table.mean.xs("AUROC", axis=1, level=1).iloc[:, 0].to_dict()
+    assert auroc == {
+        "patchcore (random init)": pytest.approx(0.6),
+        "patchcore (efficientnet_lite0 (ImageNet))": pytest.approx(0.8),
+        "padim": pytest.approx(0.7),
+    }
+    assert table.row_markers["patchcore (random init)"] == [DAGGER]
+    assert table.row_markers["patchcore (efficientnet_lite0 (ImageNet))"] == [SUBSTITUTE]
+
+
 # ---------------------------------------------------------------- quality against compute
 
 

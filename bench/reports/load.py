@@ -46,15 +46,24 @@ class RunData:
 
     @property
     def ok(self) -> pd.DataFrame:
-        if Field.STATUS not in self.records:
-            return self.records
-        return self.records[self.records[Field.STATUS] == Status.OK].reset_index(drop=True)
+        """The finished records as the tables see them: ``method`` is the table row
+        (:func:`method_rows`; ``records`` keeps each record's own method name)."""
+        rows = self._as_rows()
+        if Field.STATUS not in rows:
+            return rows
+        return rows[rows[Field.STATUS] == Status.OK].reset_index(drop=True)
 
     @property
     def failed(self) -> pd.DataFrame:
-        if Field.STATUS not in self.records:
-            return self.records.iloc[:0]
-        return self.records[self.records[Field.STATUS] != Status.OK].reset_index(drop=True)
+        rows = self._as_rows()
+        if Field.STATUS not in rows:
+            return rows.iloc[:0]
+        return rows[rows[Field.STATUS] != Status.OK].reset_index(drop=True)
+
+    def _as_rows(self) -> pd.DataFrame:
+        if ROW not in self.records:
+            return self.records
+        return self.records.assign(**{Field.METHOD: self.records[ROW]})
 
     def _side_file(self, job_id: str, suffix: str) -> Path | None:
         for folder in self.jobs_dirs:
@@ -77,6 +86,8 @@ class RunData:
             return {key: npz[key] for key in npz.files}
 
 
+#: Column of :func:`load_run`'s frame: the table row of a record (:func:`method_rows`).
+ROW = "table_row"
 #: Column of :func:`load_run`'s frame: the ablation axes a job lies on, "|"-separated ("" for
 #: none). An axis is the parameters one sweep varied (``"image_size"``, ``"scorer, t"``); a job
 #: found in several sweeps (their shared base point) lies on each of their axes.
@@ -114,6 +125,7 @@ def load_run(path: Path) -> RunData:
     for column in (Field.METHOD, Field.DATASET):
         if column not in frame:
             raise DataError(f"{path}: records lack the {column!r} field; not a bench results file")
+    frame[ROW] = method_rows(frame)
     if Field.SEED not in frame:
         frame[Field.SEED] = 0
     if Field.PARAMS_HASH not in frame:
@@ -160,6 +172,28 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, str) and value.startswith("["):
         return [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip(" '\"")]
     return []
+
+
+def weights_kind(flags: list[str]) -> str:
+    """What a record's backbone weights are, from its flags: ``random init``, the substitute
+    backbone's name (``efficientnet_lite0 (ImageNet)``), or "" for the method's own."""
+    if Flag.RANDOM_WEIGHTS in flags:
+        return "random init"
+    backbones = Flag.backbones(flags)
+    return backbones[0].removeprefix(Flag.BACKBONE_PREFIX) if backbones else ""
+
+
+def method_rows(frame: pd.DataFrame) -> pd.Series:
+    """The method column every table and figure groups by: a method run with different
+    backbone weights in the same results (PatchCore on random-init and on ImageNet-Lite
+    weights) is two methods there, ``patchcore (random init)`` and ``patchcore
+    (efficientnet_lite0 (ImageNet))``, never one row mixing them; a method with one kind of
+    weights keeps its name (its flags still mark it)."""
+    kinds = flags_of(frame).map(weights_kind)
+    methods = frame[Field.METHOD].astype(str)
+    several = kinds.groupby(methods).transform("nunique") > 1
+    named = methods + " (" + kinds + ")"
+    return methods.where(~several | (kinds == ""), named)
 
 
 def flags_of(frame: pd.DataFrame) -> pd.Series:
