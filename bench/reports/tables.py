@@ -140,9 +140,14 @@ def _seeds_text(ok: pd.DataFrame) -> str:
 
 
 def main_table(
-    data: RunData, digits: int = 2, significance: bool = True, interval: str = "std"
+    data: RunData,
+    digits: int = 2,
+    significance: bool = True,
+    interval: str = "std",
+    metrics: tuple[tuple[str, str], ...] = MAIN_METRICS,
 ) -> Table | None:
-    """Rows = methods (reference variants), column groups = datasets, the paper's metrics."""
+    """Rows = methods (reference variants), column groups = datasets, the paper's metrics
+    (``metrics``: (record metric, header) pairs, a narrower headline for instance)."""
     ok = data.ok
     if ok.empty:
         return None
@@ -151,7 +156,7 @@ def main_table(
     table = _metric_table(
         rows,
         Field.METHOD,
-        MAIN_METRICS,
+        metrics,
         "main",
         f"Anomaly detection on each dataset: {_seeds_text(rows)}. Image-level accuracy, "
         f"precision, recall and F1 use {_rule_text(rows)}; AUROC is threshold-free; "
