@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -141,7 +140,6 @@ def expand_ablation(
             grid[param].append(list(typed) if isinstance(typed, tuple) else typed)
 
     mode = MODES[1] if one_at_a_time else MODES[0]
-    root = None if cfg.data_root is None else str(Path(cfg.data_root).resolve())
     jobs: dict[str, JobSpec] = {}
     for point in grid_points(axes, one_at_a_time):
         try:
@@ -156,10 +154,9 @@ def expand_ablation(
         extra = {Field.VARIED: varied, Field.ABLATION: ablation}
         for dataset in cfg.datasets:
             for seed in cfg.seeds:
-                data_root = None if dataset.startswith("synthetic") else root
                 spec = JobSpec(
-                    method, values, preset, dataset, seed, device.type, data_root, extra,
-                    threshold=cfg.protocol,
+                    method, values, preset, dataset, seed, device.type,
+                    cfg.job_data_root(dataset), extra, threshold=cfg.protocol,
                 )  # fmt: skip
                 jobs.setdefault(spec.job_id, spec)  # one-at-a-time repeats the base point
     return Ablation(cfg, list(jobs.values()), grid, base, mode)
