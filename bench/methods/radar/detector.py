@@ -333,7 +333,8 @@ PRESETS: dict[str, dict[str, object]] = {
     # (results/reference/cpu/sweep/radar-mtd-*, README "Presets"): image AUROC is flat in
     # training length (150 steps 0.589, 500 0.588, 1,500 0.588, 5,000 0.568), so 500 steps,
     # where the training loss stops falling (converged_step 470); whole-image inference scores
-    # like patches at stride 6 (0.589 vs 0.580) for a 13th of the FLOPs; 200 px bought +0.018 at
+    # like patches at stride 6 and 2 (0.589 vs 0.580, 0.565) for a 13th and a 107th of the
+    # FLOPs; 200 px bought +0.018 at
     # 4x the inference FLOPs, inside the bootstrap interval (+-0.05). The scorer sees every
     # training image, as in the paper. About 4 minutes a job on 2 cores.
     "cpu": {
