@@ -102,7 +102,7 @@ def test_same_seed_gives_identical_records(tmp_path, capsys, meandiff):
         (["run", "--preset", "fast"], "unknown preset 'fast'"),
         # typer's own usage errors (typer >= 0.29 vendors click): one line too, no traceback
         (["run", "--nosuch"], "bench run: No such option: --nosuch (see --help)"),
-        (["run", "--threads", "two"], "'two' is not a valid integer"),
+        (["run", "--threads", "two"], "Invalid value for '--threads'"),
         (["nosuchcmd"], "No such command 'nosuchcmd'"),
         (["run", "--datasets", "mvtec:tile"], "--data-root"),
         (
