@@ -135,8 +135,8 @@ CPU_MODEL: dict[str, dict[str, object]] = {
     "Patchcore": {**QUICK, "max_epochs": 1, "coreset_sampling_ratio": 0.01},
     "Padim": {**QUICK, "max_epochs": 1},
     "Fastflow": {**QUICK, "max_epochs": 4},
-    # one epoch of DRAEM's two networks over 720 images at 128 px already takes longer than
-    # the 10-minute budget on 2 cores (about an hour on one shared core, sweep draem-mtd-epochs)
+    # one epoch of DRAEM's two networks over 720 images at 128 px already takes far longer than
+    # the 10-minute budget (fit 92 min on one shared core, peak RSS 12.5 GB: draem-mtd-epochs)
     "Draem": {**QUICK, "max_epochs": 1},
 }
 
