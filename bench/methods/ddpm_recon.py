@@ -163,31 +163,23 @@ class DDPMReconParams:
         check(1 <= self.top_k <= s * s, "top_k", f"in 1..image_size**2 (1..{s * s})")
 
 
+# CPU-sized: about 1-2 minutes on 2 cores for 60 train + 60 test images of the synthetic set.
+_QUICK: dict[str, object] = {
+    **QUICK_UNET,
+    "epochs": 40,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "sampler": "ddim",
+    "steps": 10,
+    "map_sigma": 2.0,
+    "ssim_window": 7,
+}
 PRESETS: dict[str, dict[str, object]] = {
-    # CPU-sized: about 1-2 minutes on 2 cores for 60 train + 60 test images of the synthetic set.
-    "quick": {
-        **QUICK_UNET,
-        "epochs": 40,
-        "batch_size": 16,
-        "lr": 1e-3,
-        "sampler": "ddim",
-        "steps": 10,
-        "map_sigma": 2.0,
-        "ssim_window": 7,
-    },
-    # Real data on a laptop (issue #21): magnetic_tile image AUROC still rises from 5 epochs
-    # (0.568) to 20 (0.618), so the ~10-minute budget sets the length: 20 epochs of the
-    # 720 training images (results/reference/cpu/sweep/ddpm_recon-mtd-epochs).
-    "cpu": {
-        **QUICK_UNET,
-        "epochs": 20,
-        "batch_size": 16,
-        "lr": 1e-3,
-        "sampler": "ddim",
-        "steps": 10,
-        "map_sigma": 2.0,
-        "ssim_window": 7,
-    },
+    "quick": _QUICK,
+    # Real data on a laptop (issue #21): the quick networks; magnetic_tile image AUROC still
+    # rises from 5 epochs (0.568) to 20 (0.618), so the ~10-minute budget sets the length: 20
+    # epochs of the 720 training images (results/reference/cpu/sweep/ddpm_recon-mtd-epochs).
+    "cpu": {**_QUICK, "epochs": 20},
 }
 
 
