@@ -206,3 +206,24 @@ def test_patchcore_gflops_count_the_nearest_neighbour_search(tiny_sets, tmp_path
     detector.gflops_per_image(test.image_size)  # one image, as counted
     queries = seen[0] + 1  # the test image's patches, then its most anomalous one
     assert counts[1] - counts[0] == pytest.approx(2 * queries * (big - small) * dim / 1e9)
+
+
+def test_training_compute_is_counted_as_it_runs(tiny_sets, tmp_path):
+    """fit_info.train_gflops counts every training step, forward and backward: twice the
+    epochs over the same batches, twice the FLOPs (and the same per image seen)."""
+    train, _ = tiny_sets
+    counts = []
+    for epochs in (1, 2):
+        sets = {**ANOMALIB_TINY, "flow_steps": 2, "weights": "random", "max_epochs": epochs}
+        detector = registry.build_detector(
+            "fastflow", registry.build_params("fastflow", "paper", sets)
+        )
+        detector.fit(train, RunContext(seed=0, device=torch.device("cpu"), work_dir=tmp_path))
+        counts.append(detector.fit_info_)
+    one, two = counts
+    assert one["train_gflops"] > 0
+    assert two["train_gflops"] == pytest.approx(2 * one["train_gflops"])
+    assert two["train_gflops_per_sample"] == pytest.approx(one["train_gflops_per_sample"])
+    # forward + backward: more than one forward pass of the model per image seen
+    forward = detector.gflops_per_image(train.image_size)
+    assert one["train_gflops_per_sample"] > forward

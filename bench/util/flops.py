@@ -43,3 +43,34 @@ def count_train_gflops(step: Callable[..., Tensor], *modules: nn.Module) -> floa
     with torch.enable_grad(), counter:
         step(*meta).backward()
     return counter.get_total_flops() / 1e9
+
+
+class FlopMeter:
+    """Counts the FLOPs torch runs between ``start()`` and ``stop()``, forward and backward, for
+    loops the suite does not own (a Lightning fit: started and stopped from its hooks). Counting
+    observes the operators only: results are the same as without it.
+
+    >>> meter = FlopMeter()
+    >>> meter.start()
+    >>> nn.Linear(10, 10)(torch.zeros(4, 10)).sum().backward()
+    >>> meter.stop()
+    1.6e-06
+    """
+
+    def __init__(self) -> None:
+        self._counter: FlopCounterMode | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._counter is not None
+
+    def start(self) -> None:
+        self._counter = FlopCounterMode(display=False)
+        self._counter.__enter__()
+
+    def stop(self) -> float:
+        """GFLOPs counted since ``start()``."""
+        counter, self._counter = self._counter, None
+        assert counter is not None, "FlopMeter.stop() without start()"
+        counter.__exit__(None, None, None)
+        return counter.get_total_flops() / 1e9

@@ -64,7 +64,7 @@ from bench.methods.anomalib import imagenet_lite as lite
 from bench.methods.anomalib import weights as wts
 from bench.util.errors import ConfigError, unknown_name
 from bench.util.flags import Flag
-from bench.util.flops import count_gflops
+from bench.util.flops import FlopMeter, count_gflops
 from bench.util.validation import field_check
 
 log = logging.getLogger(__name__)
@@ -591,13 +591,14 @@ class AnomalibDetector(Method[Any]):
         with offline, _quiet_lightning(work_dir / "lightning.log"), _weights_errors(self):
             seed_everything(ctx.seed, workers=True, verbose=False)
             module = self._build_with_weights(kwargs)
+            train_cost = _training_compute_class()()
             max_epochs = int(module.trainer_arguments.get("max_epochs", p.max_epochs))
             accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
             devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else 1
             engine = Engine(
                 # save_top_k=0: a checkpoint callback that writes nothing (otherwise the Engine
                 # adds one that saves every model: hundreds of MB per job)
-                callbacks=[ModelCheckpoint(dirpath=work_dir / "ckpt", save_top_k=0)],
+                callbacks=[ModelCheckpoint(dirpath=work_dir / "ckpt", save_top_k=0), train_cost],
                 logger=CSVLogger(save_dir=work_dir, name="lightning"),
                 default_root_dir=work_dir,
                 accelerator=accelerator,
@@ -627,6 +628,8 @@ class AnomalibDetector(Method[Any]):
             "image_threshold_raw": _threshold(module),
             "parameters": sum(t.numel() for t in module.model.parameters()),
             "validation": "training normals",
+            "train_gflops_per_sample": train_cost.per_sample,
+            "train_gflops": train_cost.per_sample * train_cost.samples_seen,
         }
         ctx.progress(f"{self.name}: fitted", 1.0)
         return self
@@ -688,6 +691,43 @@ class AnomalibDetector(Method[Any]):
             decisions=torch.cat(decisions) if have_decisions else None,
             maps=torch.cat(maps) if len(maps) == len(scores) and maps else None,
         )
+
+
+@functools.cache
+def _training_compute_class() -> type:
+    """The callback class, built on first use: lightning is slow to import."""
+    from lightning.pytorch.callbacks import Callback
+
+    class TrainingCompute(Callback):
+        """fit_info.train_gflops of a Lightning fit: the first training batch is counted
+        (its forward, backward and whatever else training_step runs, such as a memory bank's
+        feature pass), divided by its images, times the images every step saw. One batch, not
+        the whole fit: the counter slows what it watches, and fit_s is a measurement."""
+
+        def __init__(self) -> None:
+            self.meter = FlopMeter()
+            self.per_sample: float = 0.0
+            self.samples_seen = 0
+            self._counted = False
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
+            if not self._counted:
+                self.meter.start()
+
+        def on_train_batch_end(
+            self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int
+        ) -> None:
+            n = int(batch.image.shape[0])
+            self.samples_seen += n
+            if self.meter.running:
+                self.per_sample = self.meter.stop() / n
+                self._counted = True
+
+        def on_exception(self, trainer: Any, module: Any, exception: BaseException) -> None:
+            if self.meter.running:
+                self.meter.stop()
+
+    return TrainingCompute
 
 
 def _fre_input_dim(backbone: str, layer: str, pooling: int, image_size: int) -> int:
