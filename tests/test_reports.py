@@ -228,6 +228,38 @@ def test_list_valued_parameter_ablation(tmp_path):
     assert table.row_markers == {"(1, 2)": [REFERENCE]}
 
 
+def test_ablations_are_the_sweeps_the_records_ran(tmp_path):
+    """A report over two `bench ablate` runs at different bases (a quick sweep of k, a study
+    of s at another w) shows each sweep around its own base, and no 'ablation' of w, which
+    only differs between the runs."""
+
+    def swept(job, run, params, varied, base, f1):
+        rec = _rec(job, "m", 0, {"f1": f1}, params=params, run=run)
+        return {**rec, "varied": varied, "ablation": {"base": base, "mode": "cartesian"}}
+
+    sweep = RunStore(tmp_path / "sweep")
+    for k in (1, 2, 4):
+        params = {"k": k, "s": "a", "w": 8}
+        sweep.write_record(swept(f"k{k}", "sweep", params, {"k": k}, {"k": 1}, k / 10))
+    study = RunStore(tmp_path / "study")
+    for s_value in ("a", "b"):
+        params = {"k": 2, "s": s_value, "w": 16}
+        study.write_record(swept(f"s{s_value}", "study", params, {"s": s_value}, {"s": "a"}, 0.5))
+    manifest = {"run_id": "study", "config_hash": "h", "config": {"methods": ["m"], "sets": {}}}
+    study.write_manifest(manifest)
+    data = load_run(tmp_path)
+    refs = reference_variants(data.ok, data.manifests)
+    found = {a.param: a for a in ablations(data.ok, refs)}
+    assert sorted(found) == ["k", "s"]  # w differs between the runs only: not a sweep
+    k, s = found["k"], found["s"]
+    assert sorted(k.rows["value"]) == [1, 2, 4] and k.reference == 1
+    assert "base of its ablation (preset quick)" in k.fixed_at
+    assert sorted(s.rows["value"]) == ["a", "b"] and s.fixed_at == "its main-table setting"
+    table = ablation_table(k)
+    assert table.row_markers == {"1": [REFERENCE]}
+    assert "every other parameter at the base of its ablation (preset quick)" in table.caption
+
+
 # ---------------------------------------------------------------- run-time side
 
 

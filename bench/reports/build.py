@@ -26,6 +26,7 @@ from bench.reports import charts, latex, markdown, qualitative
 from bench.reports.csv_out import write_csv
 from bench.reports.html import PageFigure, Section, render_index
 from bench.reports.load import (
+    MAIN_TABLE_SETTING,
     ablations,
     grid_long,
     latency_long,
@@ -189,10 +190,11 @@ def write_report(
         "ablations", "Ablations", "One parameter varied at a time around the main-table setting."
     )
     for sweep, table in zip(sweeps, sweep_tables, strict=True):
-        name = f"ablation_{slug(sweep.method)}_{slug(sweep.param)}"
+        name = f"ablation_{slug(sweep.key)}"
         child = Section(
             name.replace("_", "-"),
-            f"{sweep.method}.{sweep.param}",
+            f"{sweep.method}.{sweep.param}"
+            + ("" if sweep.fixed_at == MAIN_TABLE_SETTING else f" (at {sweep.fixed_at})"),
             tables=tables_of(table.name) if table is not None else [],
         )
         ablation_section.children.append(child)
@@ -206,7 +208,8 @@ def write_report(
                 f"{sweep.method}: {sweep.param}",
             ),
             name,
-            f"Ablation of {sweep.method}.{sweep.param} (dotted: main-table setting).",
+            f"Ablation of {sweep.method}.{sweep.param}, every other parameter at "
+            f"{sweep.fixed_at} (dotted: the base point).",
         )
 
     n_jobs, methods = len(ok), ok[Field.METHOD].nunique()

@@ -21,6 +21,7 @@ the variants of a method are its ablation parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 from dataclasses import dataclass, field
@@ -325,15 +326,21 @@ def reference_rows(ok: pd.DataFrame, refs: dict[str, str]) -> pd.DataFrame:
     return ok[keep]
 
 
+MAIN_TABLE_SETTING = "its main-table setting"
+
+
 @dataclass(frozen=True)
 class Ablation:
     """One parameter of one method that varies in the records; ``rows`` hold the one-at-a-time
-    sweep (every other varying parameter at its reference value), with a ``value`` column."""
+    sweep (every other parameter fixed, as ``fixed_at`` says), with a ``value`` column;
+    ``reference`` is the value of the sweep's base point."""
 
     method: str
     param: str
     reference: Any
     rows: pd.DataFrame
+    fixed_at: str = MAIN_TABLE_SETTING
+    name: str = ""
 
     @property
     def numeric(self) -> bool:
@@ -341,43 +348,111 @@ class Ablation:
             self.rows["value"]
         )
 
+    @property
+    def key(self) -> str:
+        """``<method>_<param>`` (and a suffix where one parameter has several sweeps)."""
+        return self.name or f"{self.method}_{self.param}"
+
 
 def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
-    """Every (method, parameter) that varies between the records of a method."""
+    """The one-parameter sweeps in the records, per method.
+
+    Records of ``bench ablate`` say which parameters their grid varied and where its base is:
+    each varied parameter is a sweep of the records that share every other parameter (the
+    other grid parameters at the base), whichever runs they come from. A report over several
+    ablations (a sweep at one preset, a study at another) so shows each sweep, and never a
+    comparison the records did not design. Records of plain runs (several ``--set`` variants of
+    a method) are compared with the method's reference variant, one parameter at a time.
+    """
     found: list[Ablation] = []
     for method, rows in ok.groupby(Field.METHOD, sort=True):
-        if rows[Field.PARAMS_HASH].nunique() < 2:
+        swept = (
+            rows[AXES].fillna("").astype(str) != "" if AXES in rows else rows.index != rows.index
+        )
+        found += _recorded_sweeps(str(method), rows[swept], refs.get(str(method)))
+        found += _inferred_sweeps(str(method), rows[~swept], refs.get(str(method)))
+    return _named(found)
+
+
+def _named(found: list[Ablation]) -> list[Ablation]:
+    """Unique keys: the second sweep of one parameter is ``<method>_<param>_2``, and so on."""
+    seen: dict[str, int] = {}
+    out = []
+    for ablation in found:
+        key = f"{ablation.method}_{ablation.param}"
+        seen[key] = seen.get(key, 0) + 1
+        name = key if seen[key] == 1 else f"{key}_{seen[key]}"
+        out.append(dataclasses.replace(ablation, name=name))
+    return out
+
+
+def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
+    if rows.empty:
+        return []
+    varied, base = flat(Field.VARIED, ""), flat(Field.ABLATION, AblationInfo.BASE, "")
+    grid_params = [c.removeprefix(varied) for c in rows.columns if c.startswith(varied)]
+    columns = param_columns(rows)
+    canon = rows[columns].map(_canonical)
+    buckets: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+    for index, row in rows.iterrows():
+        here = [p for p in grid_params if _given(row.get(varied + p))]
+        for p in here:
+            if not all(_same(row.get(varied + q), row.get(base + q)) for q in here if q != p):
+                continue  # a cartesian grid point off this parameter's line through the base
+            others = tuple(canon.loc[index, [c for c in columns if c != flat(Field.PARAMS, p)]])
+            buckets.setdefault((p, others), []).append(index)
+    found = []
+    for (p, _), indices in buckets.items():
+        sweep = rows.loc[indices].copy()
+        column = flat(Field.PARAMS, p)
+        if column not in sweep or sweep[Field.PARAMS_HASH].nunique() < 2:
             continue
-        canon = rows[param_columns(rows)].map(_canonical)
-        varying = [c for c in canon.columns if canon[c].nunique() > 1]
-        ref_rows = rows[rows[Field.PARAMS_HASH].astype(str) == refs[str(method)]]
-        if ref_rows.empty:
+        bases = sweep[base + p] if base + p in sweep else pd.Series(None, index=sweep.index)
+        at_base = [_same(v, b) for v, b in zip(sweep[column], bases, strict=True)]
+        # the rows' own value at the base (a column with gaps holds 150.0 where the base is 150)
+        reference = sweep.loc[at_base, column].iloc[0] if any(at_base) else None
+        at_main = ref_hash is not None and (sweep[Field.PARAMS_HASH].astype(str) == ref_hash).any()
+        presets = (
+            sorted(set(sweep[Field.PRESET].dropna().astype(str))) if Field.PRESET in sweep else []
+        )
+        fixed_at = (
+            MAIN_TABLE_SETTING
+            if at_main
+            else "the base of its ablation" + (f" (preset {', '.join(presets)})" if presets else "")
+        )
+        found.append(_ablation(method, column, reference, sweep, fixed_at))
+    return sorted(found, key=lambda a: (a.fixed_at != MAIN_TABLE_SETTING, a.param))
+
+
+def _inferred_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
+    if rows.empty or ref_hash is None or rows[Field.PARAMS_HASH].nunique() < 2:
+        return []
+    canon = rows[param_columns(rows)].map(_canonical)
+    varying = [c for c in canon.columns if canon[c].nunique() > 1]
+    ref_rows = rows[rows[Field.PARAMS_HASH].astype(str) == ref_hash]
+    if ref_rows.empty:
+        return []
+    ref_canon = canon.loc[ref_rows.index[0]]
+    found = []
+    for column in varying:
+        others = [c for c in varying if c != column]
+        keep = (canon[others] == ref_canon[others]).all(axis=1) if others else canon[column].notna()
+        sweep = rows[keep].copy()
+        if sweep[Field.PARAMS_HASH].nunique() < 2:
             continue
-        ref_canon = canon.loc[ref_rows.index[0]]
-        for column in varying:
-            others = [c for c in varying if c != column]
-            keep = (
-                (canon[others] == ref_canon[others]).all(axis=1)
-                if others
-                else canon[column].notna()
-            )
-            sweep = rows[keep].copy()
-            if sweep[Field.PARAMS_HASH].nunique() < 2:
-                continue
-            sweep["value"] = sweep[column]
-            reference = ref_rows[column].iloc[0]
-            if not pd.api.types.is_numeric_dtype(sweep["value"]):
-                sweep["value"] = sweep["value"].map(_display_value)
-                reference = _display_value(reference)
-            found.append(
-                Ablation(
-                    method=str(method),
-                    param=column.removeprefix(flat(Field.PARAMS, "")),
-                    reference=reference,
-                    rows=sweep,
-                )
-            )
+        found.append(_ablation(method, column, ref_rows[column].iloc[0], sweep, MAIN_TABLE_SETTING))
     return found
+
+
+def _ablation(
+    method: str, column: str, reference: Any, sweep: pd.DataFrame, fixed_at: str
+) -> Ablation:
+    sweep["value"] = sweep[column]
+    if not pd.api.types.is_numeric_dtype(sweep["value"]):
+        sweep["value"] = sweep["value"].map(_display_value)
+        reference = _display_value(reference)
+    param = column.removeprefix(flat(Field.PARAMS, ""))
+    return Ablation(method=method, param=param, reference=reference, rows=sweep, fixed_at=fixed_at)
 
 
 def _display_value(value: Any) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench.reports.load import (
+    MAIN_TABLE_SETTING,
     Ablation,
     RunData,
     random_init_methods,
@@ -344,9 +345,9 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
         rows,
         "param_value",
         MAIN_METRICS,
-        f"ablation_{ablation.method}_{ablation.param}",
+        f"ablation_{ablation.key}",
         f"Ablation of {ablation.method}: parameter {ablation.param}, every other parameter at "
-        f"its main-table setting; {_seeds_text(rows)}.",
+        f"{ablation.fixed_at}; {_seeds_text(rows)}.",
     )
     if table is None:
         return None
@@ -355,7 +356,9 @@ def ablation_table(ablation: Ablation, digits: int = 2) -> Table | None:
     ref = str(ablation.reference)
     if ref in table.mean.index:
         table.row_markers[ref] = [REFERENCE]
-        table.notes.append(Note(REFERENCE, "the setting used in the main table."))
+        at_main = ablation.fixed_at == MAIN_TABLE_SETTING
+        text = "the setting used in the main table." if at_main else "the ablation's base point."
+        table.notes.append(Note(REFERENCE, text))
     if table.has_missing():
         table.notes.append(Note("dash", "not available, or undefined on the test set."))
     if random_init_methods(rows):
