@@ -146,9 +146,11 @@ def main_table(
     significance: bool = True,
     interval: str = "std",
     metrics: tuple[tuple[str, str], ...] = MAIN_METRICS,
+    caption: str | None = None,
 ) -> Table | None:
     """Rows = methods (reference variants), column groups = datasets, the paper's metrics
-    (``metrics``: (record metric, header) pairs, a narrower headline for instance)."""
+    (``metrics``: (record metric, header) pairs, a narrower headline for instance).
+    ``caption``: what the table shows, in place of the default text; the seeds are added."""
     ok = data.ok
     if ok.empty:
         return None
@@ -161,7 +163,9 @@ def main_table(
         "main",
         f"Anomaly detection on each dataset: {_seeds_text(rows)}. Image-level accuracy, "
         f"precision, recall and F1 use {_rule_text(rows)}; AUROC is threshold-free; "
-        "P-AUROC and AUPRO are pixel level.",
+        "P-AUROC and AUPRO are pixel level."
+        if caption is None
+        else f"{caption}; {_seeds_text(rows)}.",
     )
     if table is None:
         return None

@@ -5,7 +5,8 @@
 
 Writes between the ``<!-- headline:... -->`` markers of results/README.md: per dataset, image
 AUROC, pixel AUROC and F1 (calibrated threshold) of every method's `cpu`-preset row, mean ±
-std over seeds, with the report's significance markers and row marks (bench.reports: the same
+std over seeds, with the report's significance markers and row marks; the same image AUROC and
+F1 with the records' bootstrap intervals (bench.reports: the same
 tables as `bench report results/reference/cpu/study`), then the same F1 at the method's own
 decision. The prose around the markers is written by hand from these numbers.
 """
@@ -25,25 +26,44 @@ HERE = Path(__file__).parent
 STUDY = HERE / "study"
 README = HERE.parents[1] / "README.md"
 HEADLINE = (("auroc", "AUROC"), ("pixel_auroc", "P-AUROC"), ("f1", "F1"))
+INTERVALS = (("auroc", "AUROC"), ("f1", "F1"))
 OWN_RULE = (("own_f1", "F1 (own)"),)
-CAPTIONS = {
-    "headline": "Image AUROC (threshold-free), pixel AUROC and image F1 at a threshold "
-    "calibrated on held-out normal training images (no test label)",
-    "own rule": "Image F1 at each method's own decision (IsolationForest's contamination, a "
-    "control limit, anomalib's threshold on the training normals): the rule behind the RADAR "
-    "paper's F1 (0.85 on its 3D prints, 0.67 on MVTec tile)",
+# name -> (caption, metrics, interval, significance markers)
+TABLES = {
+    "headline": (
+        "Image AUROC (threshold-free), pixel AUROC and image F1 at a threshold calibrated on "
+        "held-out normal training images (no test label)",
+        HEADLINE,
+        "std",
+        True,
+    ),
+    "intervals": (
+        "The headline's image AUROC and F1 with the uncertainty of a finite test set: the "
+        "records' 95% bootstrap interval over the test images",
+        INTERVALS,
+        "bootstrap",
+        False,
+    ),
+    "own rule": (
+        "Image F1 at each method's own decision (IsolationForest's contamination, a control "
+        "limit, anomalib's threshold on the training normals): the rule behind the RADAR "
+        "paper's F1 (0.85 on its 3D prints, 0.67 on MVTec tile)",
+        OWN_RULE,
+        "std",
+        False,
+    ),
 }
 
 
 def tables() -> str:
     data = load_run(STUDY)
     parts = []
-    for name, metrics in (("headline", HEADLINE), ("own rule", OWN_RULE)):
-        table = main_table(data, metrics=metrics, significance=name == "headline")
+    for name, (caption, metrics, interval, significance) in TABLES.items():
+        table = main_table(
+            data, metrics=metrics, significance=significance, interval=interval, caption=caption
+        )
         if table is not None:
             table.name = name
-            seeds = table.caption.split(": ", 1)[1].split(". ", 1)[0]  # "mean ± std over ..."
-            table.caption = f"{CAPTIONS[name]}; {seeds}."
             parts.append(markdown.to_markdown(table))
     return "\n\n".join(parts)
 
