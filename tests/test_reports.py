@@ -24,7 +24,7 @@ from bench.methods.registry import MethodEntry, register_method
 from bench.reports import latex, markdown
 from bench.reports.build import write_report
 from bench.reports.load import ablations, load_run, reference_variants
-from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Note
+from bench.reports.table_model import DAGGER, FLAGGED, REFERENCE, SUBSTITUTE, Note
 from bench.reports.tables import (
     ablation_table,
     main_table,
@@ -374,11 +374,36 @@ def test_report_writes_every_output(report):
         assert needle in page
 
 
+def _mixed_presets(folder: Path) -> Path:
+    """Methods a and b at the cpu preset over two seeds, c at the quick preset."""
+    store = RunStore(folder / "run")
+    for method, preset in (("a", "cpu"), ("b", "cpu"), ("c", "quick")):
+        for seed in (0, 1):
+            rec = _rec(f"{method}{seed}", method, seed, {"f1": 0.5, "auroc": 0.6})
+            store.write_record({**rec, "preset": preset, "flags": [f"preset:{preset}"]})
+    return folder / "run"
+
+
+def test_rows_flagged_unlike_the_others_are_marked(tmp_path):
+    """A quick-preset row among cpu-preset rows is never silently mixed: the usual flags are a
+    note, the odd row is marked and its flags named."""
+    table = main_table(load_run(_mixed_presets(tmp_path)))
+    assert table.row_markers == {"c": [FLAGGED]}
+    notes = [n.text for n in table.notes]
+    assert "Unmarked rows flagged preset:cpu." in notes
+    assert "flagged unlike the other rows: c: preset:quick." in notes
+    text = markdown.to_markdown(table)
+    assert "| c¶ |" in text and "| a |" in text
+    assert "\\P" in latex.to_latex(table)
+
+
 @NEEDS_PDFLATEX
 def test_every_tex_compiles(report, handmade, tmp_path):
     _, out = report
     tex_files = sorted((out / "tables").glob("*.tex"))
     tex_files.append(latex.write_latex(main_table(load_run(handmade)), tmp_path / "hand"))
+    mixed = main_table(load_run(_mixed_presets(tmp_path)))
+    tex_files.append(latex.write_latex(mixed, tmp_path / "mixed"))
     doc = tmp_path / "doc.tex"
     doc.write_text(latex.standalone_document(tex_files))
     proc = subprocess.run(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.reports.table_model import DAGGER, FLAGGED, REFERENCE, SUBSTITUTE, Table
 from bench.store.schema import Field
 from bench.util.formatting import LATEX, UNDEFINED
 
@@ -32,6 +32,7 @@ MARKERS = {
     DAGGER: "$^{\\dagger}$",
     SUBSTITUTE: "$^{\\S}$",
     REFERENCE: "$^{\\ddagger}$",
+    FLAGGED: "$^{\\P}$",
     "dash": UNDEFINED,
 }
 

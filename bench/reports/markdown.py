@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.reports.table_model import DAGGER, REFERENCE, SUBSTITUTE, Table
+from bench.reports.table_model import DAGGER, FLAGGED, REFERENCE, SUBSTITUTE, Table
 from bench.store.schema import Field
 from bench.util.formatting import UNDEFINED
 
-MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", "dash": UNDEFINED}
+MARKERS = {DAGGER: "†", SUBSTITUTE: "§", REFERENCE: "‡", FLAGGED: "¶", "dash": UNDEFINED}
 
 
 def cell_markup(text: str, marker: str) -> str:

@@ -18,6 +18,7 @@ from bench.util.formatting import PLAIN, UNDEFINED, Notation, decimals_for, spre
 DAGGER = "dagger"  # row marker: random-init backbone
 SUBSTITUTE = "substitute"  # row marker: a pretrained backbone that is not the paper's
 REFERENCE = "reference"  # row marker: the setting the main table uses
+FLAGGED = "flagged"  # row marker: flags the other rows lack (a preset, a threshold rule, ...)
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,47 @@ class Table:
 
 def _flag_notes(frame: pd.DataFrame) -> list[Note]:
     """Flags shared by every row become a plain note (e.g. all runs used the quick preset)."""
-    flags = flags_of(frame)
+    return [
+        Note("", f"All runs flagged {flag}.") for flag in sorted(_common_flags(flags_of(frame)))
+    ]
+
+
+def _common_flags(flags: pd.Series) -> set[str]:
     if flags.empty:
-        return []
+        return set()
     common = set.intersection(*(set(f) for f in flags))
-    # backbone flags have their own footnote (mark_backbones)
-    common = {f for f in common if not f.startswith(Flag.BACKBONE_PREFIX)}
-    return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
+    return {f for f in common if not _has_own_marker(f)}
+
+
+def _has_own_marker(flag: str) -> bool:
+    """Backbone flags have their own footnotes (:func:`mark_backbones`)."""
+    return flag.startswith(Flag.BACKBONE_PREFIX) or flag == Flag.RANDOM_WEIGHTS
+
+
+def mark_flags(table: Table, rows: pd.DataFrame, key: str = Field.METHOD) -> None:
+    """Flags of every record, never silently mixed: one note for those all rows share; where
+    rows differ (a quick-preset row among cpu-preset rows, an oracle threshold), the flags of
+    most rows are a note of their own and every other row is marked with a note naming its
+    flags."""
+    flags = flags_of(rows)
+    common = _common_flags(flags)
+    table.notes.extend(Note("", f"All runs flagged {flag}.") for flag in sorted(common))
+    own: dict[str, set[str]] = {str(r): set() for r in table.mean.index}
+    for row, row_flags in zip(rows[key].astype(str), flags, strict=True):
+        if row in own:
+            own[row].update(f for f in row_flags if f not in common and not _has_own_marker(f))
+    if not any(own.values()):
+        return
+    sets = [frozenset(f) for f in own.values()]
+    usual = max(sets, key=sets.count)  # the most rows' flags (ties: the first row's)
+    if usual:
+        table.notes.append(Note("", f"Unmarked rows flagged {', '.join(sorted(usual))}."))
+    texts = []
+    for row, row_flags in own.items():
+        if frozenset(row_flags) != usual:
+            table.row_markers.setdefault(row, []).append(FLAGGED)
+            texts.append(f"{row}: {', '.join(sorted(row_flags)) or 'no flag'}")
+    table.notes.append(Note(FLAGGED, f"flagged unlike the other rows: {'; '.join(texts)}."))
 
 
 def substitute_note(backbones: dict[str, list[str]]) -> Note:

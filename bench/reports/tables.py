@@ -43,6 +43,7 @@ from bench.reports.table_model import (
     Table,
     _flag_notes,
     mark_backbones,
+    mark_flags,
     substitute_note,
 )
 from bench.store.schema import Field, Timing, flat
@@ -232,7 +233,7 @@ def _mark_methods(table: Table, rows: pd.DataFrame) -> None:
                 "on the test set (e.g. recall without anomalous test images; null, never 0).",
             )
         )
-    table.notes.extend(_flag_notes(rows))
+    mark_flags(table, rows)
 
 
 def _device_text(ok: pd.DataFrame) -> str:
