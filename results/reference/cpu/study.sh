@@ -6,6 +6,8 @@
 #   bash results/reference/cpu/study.sh                 # every group, in the order below
 #   bash results/reference/cpu/study.sh radar lite      # some groups only
 #   THREADS=1 bash results/reference/cpu/study.sh       # leave a core free
+#   OUT=/path/to/checkout/results/reference/cpu/study bash ...  # run from a pinned worktree,
+#                                                       # write where the records are committed
 #
 # Resumable: each command skips the jobs its run folder already holds, so a session that ends
 # mid-way loses only the job that was running; commit results/reference/cpu/study/ as it accrues
@@ -21,7 +23,7 @@
 set -u
 cd "$(dirname "$0")/../../.."
 THREADS=${THREADS:-2}
-OUT=results/reference/cpu/study
+OUT=${OUT:-results/reference/cpu/study}
 GROUPS_WANTED=${*:-classical radar lite recon random draem}
 COMMON=(--seeds 0,1,2 --preset cpu --threads "$THREADS" --results-dir "$OUT")
 bench() { python -m bench.cli "$@"; }
