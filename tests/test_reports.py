@@ -546,6 +546,30 @@ def test_quality_against_compute_points_and_figures(tmp_path):
             assert np.asarray(im.convert("L")).std() > 5
 
 
+def test_compute_lines_carry_the_tables_weights_marks(tmp_path):
+    """A random-init or substitute-backbone method is named as the tables name it (†, §), and
+    a panel without points (pixel AUROC where no dataset has masks) says so."""
+    from bench.reports import charts
+
+    store = RunStore(tmp_path / "run")
+    lite = ["backbone:efficientnet_lite0 (ImageNet)"]
+    for method, flags, gflops in (("patchcore", lite, 5.0), ("fastflow", ["weights:random"], 9.0)):
+        for seed in (0, 1):
+            rec = _rec(f"{method}{seed}", method, seed, {"auroc": 0.7, "pixel_auroc": 0.8},
+                       flags=flags)  # fmt: skip
+            rec["fit_info"] = {"train_gflops": gflops}
+            store.write_record(rec)
+    rec = _rec("r0", "radar", 0, {"auroc": 0.6}, dataset="prints3d")
+    rec["fit_info"] = {"train_gflops": 7.0}
+    store.write_record(rec)
+    ok = load_run(tmp_path / "run").ok
+    fig = charts.compute_figure(ok, "fit_info.train_gflops")
+    labels = {t.get_text() for legend in fig.legends for t in legend.get_texts()}
+    assert labels == {"patchcore§", "fastflow†", "radar"}
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert "no pixel AUROC here" in texts  # prints3d has no masks
+
+
 def test_each_sweep_is_its_own_compute_line_and_only_presets_are_named(tmp_path):
     """Two ablations of radar around the same base (steps, image size): the base job, stored in
     both run folders, is one measurement in the tables but lies on both lines; a run with

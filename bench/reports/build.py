@@ -160,7 +160,8 @@ def write_report(
             lambda _, measure=measure: charts.compute_figure(ok, measure, presets),
             name,
             f"{caption}: every variant of every method, one line per ablation axis, mean ± std "
-            "over seeds; ringed: a variant run exactly at a preset (named).",
+            "over seeds; ringed: a variant run exactly at a preset (named); † random-init "
+            "backbone, § substitute (ImageNet-Lite) backbone, as in the tables.",
         )
     per_dataset = Section("datasets", "Per dataset")
     for dataset in dict.fromkeys(rows[Field.DATASET]):

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bench.reports.load import AXES
+from bench.reports.load import AXES, random_init_methods, substituted_backbones
 from bench.store.schema import Field, FitInfo, Timing, flat
 from bench.util.formatting import general, spread
 
@@ -280,6 +280,7 @@ def compute_figure(
     stops buying quality.
     """
     presets = presets or {}
+    marks = weights_marks(rows)
     found = {m: compute_points(rows, cost, m) for m, _ in COMPUTE_METRICS}
     panels = [(m, lab) for m, lab in COMPUTE_METRICS if not found[m].empty]
     all_points = {m: found[m] for m, _ in panels}
@@ -316,7 +317,7 @@ def compute_figure(
                     ax.errorbar(
                         line["x"], line["y"], yerr=line["std"], color=st["color"],
                         marker=st["marker"], linestyle=st["linestyle"], markersize=3.5,
-                        capsize=2, elinewidth=0.7, label=_line_label(method, axis),
+                        capsize=2, elinewidth=0.7, label=_line_label(method, axis, marks),
                     )  # fmt: skip
                     marked = line[line[Field.PARAMS_HASH].astype(str).isin(presets.get(method, ()))]
                     ax.scatter(
@@ -330,6 +331,10 @@ def compute_figure(
                         )  # fmt: skip
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # no crowded labels
+                if part.empty:  # e.g. pixel AUROC of a dataset without masks
+                    ax.text(0.5, 0.5, f"no {label} here", ha="center", va="center",
+                            transform=ax.transAxes, fontsize=7, color="0.4")  # fmt: skip
+                    ax.set_yticks([])
                 lo, hi = ax.get_ylim()
                 if hi - lo < MIN_METRIC_SPAN:  # a flat curve must look flat, not zoomed noise
                     mid = (lo + hi) / 2
@@ -342,7 +347,9 @@ def compute_figure(
                 if r == nrows - 1:
                     ax.set_xlabel(COMPUTE_AXES[cost])
         handles = [
-            mpl.lines.Line2D([], [], markersize=3.5, label=_line_label(*key), **line_look[key])
+            mpl.lines.Line2D(
+                [], [], markersize=3.5, label=_line_label(*key, marks), **line_look[key]
+            )
             for key in lines
         ]
         if any(presets.values()):
@@ -358,8 +365,17 @@ def compute_figure(
     return fig
 
 
-def _line_label(method: str, axis: str) -> str:
-    return f"{method}: {axis}" if axis else method
+def weights_marks(rows: pd.DataFrame) -> dict[str, str]:
+    """method -> the tables' row mark for its backbone weights: † random init, § a substitute
+    (ImageNet-Lite) backbone; figures name their lines the same way."""
+    marks = dict.fromkeys(substituted_backbones(rows), "§")
+    marks.update(dict.fromkeys(random_init_methods(rows), "†"))
+    return marks
+
+
+def _line_label(method: str, axis: str, marks: Mapping[str, str] | None = None) -> str:
+    name = method + (marks or {}).get(method, "")
+    return f"{name}: {axis}" if axis else name
 
 
 def pareto_front(x: pd.Series, y: pd.Series) -> tuple[np.ndarray, np.ndarray]:
