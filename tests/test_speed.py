@@ -7,6 +7,7 @@ images/s = batch / median time, ...), never against a speed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from bench.execution.speed_floor import floor_ms, peak_for
 from bench.execution.speed_ladder import Ladder, Rung, radar_ladder, rungs_for
 from bench.reports.speed import speed_label
 from bench.util.errors import ConfigError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TINY_RADAR = [
     "radar.image_size=32",
@@ -202,3 +205,63 @@ def test_batches_over_the_budget_are_skipped_and_say_why(
     assert batches[0]["batch"] == 1 and "median_ms" in batches[0]
     assert [b["batch"] for b in batches[1:]] == [4, 12]
     assert all("over --budget-s" in b["skipped"] for b in batches[1:])
+
+
+def test_no_calibration_hold_out_scores_the_methods_own_decision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], meandiff: str
+) -> None:
+    """`--calibration-fraction 0` (its help: 0 = none) was refused by the calibrated rule: with
+    no hold-out every training image fits and F1 is the method's own decision, on record."""
+    args = ["speed", "--methods", meandiff, "--datasets", "synthetic", "--device", "cpu"]
+    args += ["--threads", "1", "--repeats", "1", "--warmup", "0", "--batches", "1"]
+    args += ["--calibration-fraction", "0", "--eval-images", "4"]
+    args += ["--results-dir", str(tmp_path), "--run-id", "own"]
+    code, _, err = bench(args, capsys)
+    assert code == 0, err
+    (path,) = (tmp_path / "own").glob("jobs/*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "ok" and rec["threshold_rule"] == "own"
+    assert rec["n_calibration"] == 0 and rec["n_fit"] == 60
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mtd").is_dir(), reason="../shared/data/mtd not present")
+def test_the_paper_size_cpu_run_and_its_ratio_table(tmp_path: Path) -> None:
+    """results/perf/cpu_paper_size.sh at the quick preset (the same command, methods, variants
+    and settings as the paper-size run), then the README's table from its records."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cpu-paper-size"
+    env = {
+        **os.environ,
+        "SMOKE": "1",
+        "OUT": str(out),
+        "SHARED": str(SHARED_DATA / "mtd" / "magnetic_tile"),
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", str(root / "results/perf/cpu_paper_size.sh")],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    sys.path.insert(0, str(root / "results" / "perf"))
+    try:
+        import paper_ratios
+    finally:
+        sys.path.pop(0)
+    table = paper_ratios.rows(out)
+    assert sorted(zip(table["method"], table["mode"], strict=True)) == [
+        ("ddpm_recon", "multi_step"),
+        ("diffusionad", "one_step_norm_guided"),
+        ("padim", "-"),
+        ("patchcore", "-"),
+        ("radar", "full"),
+        ("radar", "patches"),
+    ]
+    ddpm = table[table["method"] == "ddpm_recon"].iloc[0]
+    assert ddpm["note"] == "extrapolated: 2 of 250 steps timed"
+    patchcore = table[table["method"] == "patchcore"].iloc[0]
+    assert patchcore["time vs patchcore"] == 1.0 and patchcore["FLOPs vs patchcore"] == 1.0
+    assert (table["achieved GFLOP/s"] > 0).all()
+    assert "| radar | patches |" in paper_ratios.markdown(table)
