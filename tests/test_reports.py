@@ -215,6 +215,33 @@ def test_reference_variant_and_ablation_from_params(tmp_path):
     assert refs["m"] == data.ok.loc[data.ok["params.k"] == 4, "params_hash"].iloc[0]
 
 
+def test_every_variant_of_a_method_is_a_row_of_its_variants_table(tmp_path):
+    """The main table shows a method's reference only; its variants table shows each grid
+    point, named by the parameters that differ (not those all variants share)."""
+    from bench.reports.tables import variants_table
+
+    store = RunStore(tmp_path / "run")
+    for scorer in ("iforest", "irf"):
+        for inference in ("full", "patches"):
+            for seed in (0, 1):
+                f1 = 0.2 + 0.3 * (scorer == "irf") + 0.01 * seed
+                params = {"scorer": scorer, "inference": inference, "t": 1}
+                rec = _rec(f"{scorer}{inference}{seed}", "radar", seed, {"f1": f1}, params=params)
+                store.write_record(rec)
+    store.write_record(_rec("a0", "other", 0, {"f1": 0.9}))
+    data = load_run(tmp_path / "run")
+    table = variants_table(data, "radar", caption="RADAR's variants")
+    assert list(table.mean.index) == [
+        "radar [inference=full, scorer=iforest]",
+        "radar [inference=patches, scorer=iforest]",
+        "radar [inference=full, scorer=irf]",
+        "radar [inference=patches, scorer=irf]",
+    ]
+    assert table.caption.startswith("RADAR's variants; mean ± std over 2 seeds (0, 1).")
+    assert table.mean.iloc[:, 0].round(3).tolist() == [0.205, 0.205, 0.505, 0.505]
+    assert variants_table(data, "other") is None  # one configuration: nothing to list
+
+
 def test_list_valued_parameter_ablation(tmp_path):
     store = RunStore(tmp_path / "run")
     for i, channels in enumerate(([1, 2], [0])):

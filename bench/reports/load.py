@@ -223,7 +223,7 @@ def substituted_backbones(frame: pd.DataFrame, key: str = Field.METHOD) -> dict[
     return out
 
 
-def _canonical(value: Any) -> str:
+def canonical(value: Any) -> str:
     """A hashable, comparable form of a parameter value (lists and dicts included)."""
     if isinstance(value, float) and np.isnan(value):
         return "null"
@@ -392,7 +392,7 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
     varied, base = flat(Field.VARIED, ""), flat(Field.ABLATION, AblationInfo.BASE, "")
     grid_params = [c.removeprefix(varied) for c in rows.columns if c.startswith(varied)]
     columns = param_columns(rows)
-    canon = rows[columns].map(_canonical)
+    canon = rows[columns].map(canonical)
     buckets: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
     for index, row in rows.iterrows():
         here = [p for p in grid_params if _given(row.get(varied + p))]
@@ -427,7 +427,7 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
 def _inferred_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
     if rows.empty or ref_hash is None or rows[Field.PARAMS_HASH].nunique() < 2:
         return []
-    canon = rows[param_columns(rows)].map(_canonical)
+    canon = rows[param_columns(rows)].map(canonical)
     varying = [c for c in canon.columns if canon[c].nunique() > 1]
     ref_rows = rows[rows[Field.PARAMS_HASH].astype(str) == ref_hash]
     if ref_rows.empty:

@@ -28,6 +28,8 @@ from bench.reports.load import (
     MAIN_TABLE_SETTING,
     Ablation,
     RunData,
+    canonical,
+    param_columns,
     random_init_methods,
     reference_rows,
     reference_variants,
@@ -177,6 +179,49 @@ def main_table(
     if significance:
         mark_significance(table, data, rows)
     return table
+
+
+def variants_table(
+    data: RunData,
+    method: str,
+    metrics: tuple[tuple[str, str], ...] = MAIN_METRICS,
+    caption: str | None = None,
+    significance: bool = True,
+) -> Table | None:
+    """Every variant of one method a row (the grid points of its ablations, where the main table
+    shows only its reference), labelled by the parameters that differ between them:
+    ``radar [scorer=irf, inference=patches]``; with the main table's marks and significance."""
+    ok = data.ok
+    rows = ok[ok[Field.METHOD].astype(str) == method].copy()
+    if rows.empty or rows[Field.PARAMS_HASH].nunique() < 2:
+        return None
+    differ = [c for c in param_columns(rows) if rows[c].map(canonical).nunique() > 1]
+    prefix = flat(Field.PARAMS, "")
+
+    def label(row: pd.Series) -> str:
+        values = ", ".join(f"{c.removeprefix(prefix)}={_value_text(row[c])}" for c in differ)
+        return f"{method} [{values}]"
+
+    rows[Field.METHOD] = rows.apply(label, axis=1)
+    table = _metric_table(
+        rows,
+        Field.METHOD,
+        metrics,
+        f"variants_{method}",
+        f"{caption or f'Every variant of {method}'}; {_seeds_text(rows)}.",
+    )
+    if table is None:
+        return None
+    _mark_methods(table, rows)
+    if significance:
+        mark_significance(table, data, rows)
+    return table
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "(" + ",".join(map(str, value)) + ")"
+    return str(value)
 
 
 def _bootstrap_intervals(table: Table, rows: pd.DataFrame) -> None:

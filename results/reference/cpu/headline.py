@@ -5,10 +5,10 @@
 
 Writes between the ``<!-- headline:... -->`` markers of results/README.md: per dataset, image
 AUROC, pixel AUROC and F1 (calibrated threshold) of every method's `cpu`-preset row, mean ±
-std over seeds, with the report's significance markers and row marks; the same image AUROC and
-F1 with the records' bootstrap intervals (bench.reports: the same
-tables as `bench report results/reference/cpu/study`), then the same F1 at the method's own
-decision. The prose around the markers is written by hand from these numbers.
+std over seeds, with the report's significance markers and row marks (bench.reports: the same
+tables as `bench report results/reference/cpu/study`); the same image AUROC and F1 with the
+records' bootstrap intervals; F1 at each method's own decision; every RADAR variant of the
+study a row. The prose around the markers is written by hand from these numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.reports import markdown
 from bench.reports.load import load_run
-from bench.reports.tables import main_table
+from bench.reports.tables import main_table, variants_table
 
 HERE = Path(__file__).parent
 STUDY = HERE / "study"
@@ -54,6 +54,12 @@ TABLES = {
     ),
 }
 
+RADAR_CAPTION = (
+    "RADAR's four study variants (the headline's radar row is the paper's: IsolationForest "
+    "scorer; here whole-image or patch inference at stride 6, and the OSD-IRF-style Gaussian "
+    "scorer), same U-Net per seed, same metrics as the headline"
+)
+
 
 def tables() -> str:
     data = load_run(STUDY)
@@ -65,6 +71,10 @@ def tables() -> str:
         if table is not None:
             table.name = name
             parts.append(markdown.to_markdown(table))
+    radar = variants_table(data, "radar", HEADLINE, RADAR_CAPTION)
+    if radar is not None:
+        radar.name = "radar variants"
+        parts.append(markdown.to_markdown(radar))
     return "\n\n".join(parts)
 
 
