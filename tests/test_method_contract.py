@@ -322,6 +322,26 @@ def test_the_cpu_study_methods_have_a_cpu_preset() -> None:
             registry.build_params(name, "cpu")
 
 
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [
+        ("radar", {"train_steps": "2"}),
+        ("diffusionad", {"epochs": "1"}),
+        ("ddpm_recon", {"epochs": "1"}),
+    ],
+)
+def test_the_paper_network_trained_shorter_is_flagged(name: str, cut: dict[str, str]) -> None:
+    """Every record of a paper-size diffusion network trained shorter than the paper says so
+    (train:cut: a GPU window's or a speed run's budget); presets with a smaller network say so
+    by their preset flag instead, and the paper preset itself is not cut."""
+
+    def flags(preset: str, sets: dict[str, str]) -> list[str]:
+        return registry.build_detector(name, registry.build_params(name, preset, sets)).flags
+
+    assert flags("paper", cut) == ["train:cut"]
+    assert flags("paper", {}) == [] and flags("cpu", {}) == [] and flags("quick", {}) == []
+
+
 def test_every_method_has_a_contract_case() -> None:
     own = [name for name in METHODS if not is_anomalib(name)]
     assert own and set(own) == set(OWN_TINY) == set(OWN_INVALID) == set(OWN_OUTPUTS)

@@ -70,6 +70,7 @@ from bench.methods.diffusion.unet_params import (
     QUICK_UNET,
     begin_fit,
     check_unet,
+    cut_training_flags,
     seeded_init,
     unet_from,
     unet_levels,
@@ -210,6 +211,10 @@ class DDPMRecon(Method[DDPMReconParams]):
     name = "ddpm_recon"
     params_cls = DDPMReconParams
     gray_from_rgb = "mean"  # not luminance: the scores of colour inputs were measured so
+
+    @property
+    def flags(self) -> list[str]:
+        return cut_training_flags(self.params, DDPMReconParams(), "epochs")
 
     @property
     def grayscale(self) -> bool:

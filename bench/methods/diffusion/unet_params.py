@@ -124,3 +124,12 @@ def seeded_init(ctx: RunContext, init_stream: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.generator(init_stream).initial_seed())
         yield
+
+
+def cut_training_flags(params: UNetParams, paper: UNetParams, length: str) -> list[str]:
+    """``train:cut`` for the paper network (its ``block_out_channels``) trained shorter than the
+    paper's ``length`` (``epochs``, ``train_steps``): a GPU window's budget, or a speed run's
+    handful of steps. A smaller network is marked by its preset (``preset:cpu``) instead."""
+    short = getattr(params, length) < getattr(paper, length)
+    same_net = tuple(params.block_out_channels) == tuple(paper.block_out_channels)
+    return ["train:cut"] if short and same_net else []

@@ -100,6 +100,7 @@ from bench.methods.diffusion.unet_params import (
     QUICK_UNET,
     begin_fit,
     check_unet,
+    cut_training_flags,
     seeded_init,
     unet_from,
     unet_levels,
@@ -294,6 +295,10 @@ class DiffusionAD(Method[DiffusionADParams]):
     name = "diffusionad"
     params_cls = DiffusionADParams
     gray_from_rgb = "mean"  # not luminance: the scores of colour inputs were measured so
+
+    @property
+    def flags(self) -> list[str]:
+        return cut_training_flags(self.params, DiffusionADParams(), "epochs")
 
     @property
     def grayscale(self) -> bool:
