@@ -287,6 +287,37 @@ def test_ablations_are_the_sweeps_the_records_ran(tmp_path):
     assert "every other parameter at the base of its ablation (preset quick)" in table.caption
 
 
+def test_a_job_stored_by_a_sweep_and_a_study_is_a_point_of_both(tmp_path):
+    """The sweep's k=2 grid point and the study's preset job are one job (same configuration,
+    dataset, seed): one row in the tables, still on the sweep's line, still the study's preset
+    point (before, the study's copy replaced the sweep's and the sweep lost its point)."""
+    from bench.reports.load import preset_variants
+
+    def rec(run, k, seed):
+        return _rec(f"k{k}-{seed}", "m", seed, {"f1": k / 10}, params={"k": k}, run=run)
+
+    sweep = RunStore(tmp_path / "sweep")
+    for k in (1, 2):
+        sweep.write_record(
+            {**rec("sweep", k, 0), "varied": {"k": k}, "ablation": {"base": {"k": 4}}}
+        )
+    study = RunStore(tmp_path / "study")
+    for seed in (0, 1, 2):  # seed 0: the same job as the sweep's k=2, finished later
+        r = rec("study", 2, seed)
+        study.write_record({**r, "finished_at": f"2026-01-02T00:00:0{seed}"})
+    for store, run in ((sweep, "sweep"), (study, "study")):
+        config = {"methods": ["m"], "sets": {}}
+        store.write_manifest({"run_id": run, "config_hash": run, "config": config})
+    data = load_run(tmp_path)
+    assert len(data.ok) == 4  # k=1, and k=2 for seeds 0, 1, 2
+    refs = reference_variants(data.ok, data.manifests)
+    k2 = data.ok.loc[data.ok["params.k"] == 2, "params_hash"].iloc[0]
+    assert refs["m"] == k2 and preset_variants(data.ok, data.manifests)["m"] == {k2}
+    (sweep_k,) = ablations(data.ok, refs)
+    assert sorted(set(sweep_k.rows["value"])) == [1, 2]
+    assert sweep_k.fixed_at == "its main-table setting" and sweep_k.reference == 2
+
+
 # ---------------------------------------------------------------- run-time side
 
 

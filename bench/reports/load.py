@@ -95,6 +95,25 @@ ROW = "table_row"
 AXES = "ablation_axes"
 
 
+#: Column of :func:`load_run`'s frame: every run folder a job was found in, as a list of
+#: ``{"run": run_id, "varied": {param: value}, "base": {param: value}}`` (``varied`` empty for a
+#: plain run). The same job (same configuration, dataset and seed) stored by a sweep and by a
+#: study is one row of the tables but a point of both: the sweep's grid and the study's preset.
+MEMBERSHIPS = "memberships"
+
+
+def _memberships(frame: pd.DataFrame) -> pd.Series:
+    """Per record, its own membership (see :data:`MEMBERSHIPS`)."""
+    varied, base = flat(Field.VARIED, ""), flat(Field.ABLATION, AblationInfo.BASE, "")
+    params = [c.removeprefix(varied) for c in frame.columns if c.startswith(varied)]
+    runs = frame[Field.RUN_ID] if Field.RUN_ID in frame else pd.Series("", index=frame.index)
+    out = []
+    for (_, row), run in zip(frame.iterrows(), runs, strict=True):
+        here = {p: row[varied + p] for p in params if _given(row.get(varied + p))}
+        out.append({"run": str(run), "varied": here, "base": {p: row.get(base + p) for p in here}})
+    return pd.Series(out, index=frame.index, dtype=object)
+
+
 def varied_axis(frame: pd.DataFrame) -> pd.Series:
     """Per record, the parameters its ablation varied, comma-joined; "" outside an ablation."""
     prefix = flat(Field.VARIED, "")
@@ -116,6 +135,8 @@ def load_run(path: Path) -> RunData:
         frame[AXES] = frame[Field.JOB_ID].map(
             axis.groupby(frame[Field.JOB_ID]).agg(lambda a: "|".join(sorted(set(a))))
         )
+        own = _memberships(frame)
+        frame[MEMBERSHIPS] = frame[Field.JOB_ID].map(own.groupby(frame[Field.JOB_ID]).agg(list))
     if Field.JOB_ID in frame and Field.FINISHED_AT in frame:
         # The same job found in two run folders is one measurement, not two seeds.
         frame = frame.sort_values(Field.FINISHED_AT, kind="stable").drop_duplicates(
@@ -282,10 +303,17 @@ def _ranked_variants(
         run_ids = (
             rows[Field.RUN_ID].astype(str) if Field.RUN_ID in rows else pd.Series("", rows.index)
         )
-        at_base = _at_ablation_base(rows)
-        at_preset = [
-            (r, str(method)) in untouched_runs and b for r, b in zip(run_ids, at_base, strict=True)
-        ]
+        if MEMBERSHIPS in rows:
+            at_preset = [
+                any((m["run"], str(method)) in untouched_runs and _at_base(m) for m in members)
+                for members in rows[MEMBERSHIPS]
+            ]
+        else:
+            at_base = _at_ablation_base(rows)
+            at_preset = [
+                (r, str(method)) in untouched_runs and b
+                for r, b in zip(run_ids, at_base, strict=True)
+            ]
         stats = pd.DataFrame({"hash": hashes, "order": order.loc[rows.index], "preset": at_preset})
         stats = stats.groupby("hash").agg(
             preset=("preset", "any"), count=("order", "size"), first=("order", "min")
@@ -307,6 +335,11 @@ def _at_ablation_base(rows: pd.DataFrame) -> list[bool]:
         here = [p for p in params if _given(row.get(varied + p))]
         out.append(all(_same(row.get(varied + p), row.get(base + p)) for p in here))
     return out
+
+
+def _at_base(membership: dict[str, Any]) -> bool:
+    """A plain run's job, or an ablation's base grid point (every varied value at its base)."""
+    return all(_same(v, membership["base"].get(p)) for p, v in membership["varied"].items())
 
 
 def _given(value: Any) -> bool:
@@ -366,11 +399,15 @@ def ablations(ok: pd.DataFrame, refs: dict[str, str]) -> list[Ablation]:
     """
     found: list[Ablation] = []
     for method, rows in ok.groupby(Field.METHOD, sort=True):
-        swept = (
-            rows[AXES].fillna("").astype(str) != "" if AXES in rows else rows.index != rows.index
+        members = (
+            rows[MEMBERSHIPS]
+            if MEMBERSHIPS in rows
+            else pd.Series([[] for _ in range(len(rows))], index=rows.index, dtype=object)
         )
+        swept = members.map(lambda ms: any(m["varied"] for m in ms)).astype(bool)
+        plain = members.map(lambda ms: not ms or any(not m["varied"] for m in ms)).astype(bool)
         found += _recorded_sweeps(str(method), rows[swept], refs.get(str(method)))
-        found += _inferred_sweeps(str(method), rows[~swept], refs.get(str(method)))
+        found += _inferred_sweeps(str(method), rows[plain], refs.get(str(method)))
     return _named(found)
 
 
@@ -387,31 +424,33 @@ def _named(found: list[Ablation]) -> list[Ablation]:
 
 
 def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
+    """Each grid parameter of each `bench ablate` run the jobs belong to (a job stored by two
+    runs lies on both) is a sweep of the jobs that share every other parameter."""
     if rows.empty:
         return []
-    varied, base = flat(Field.VARIED, ""), flat(Field.ABLATION, AblationInfo.BASE, "")
-    grid_params = [c.removeprefix(varied) for c in rows.columns if c.startswith(varied)]
     columns = param_columns(rows)
     canon = rows[columns].map(canonical)
-    buckets: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
-    for index, row in rows.iterrows():
-        here = [p for p in grid_params if _given(row.get(varied + p))]
-        for p in here:
-            if not all(_same(row.get(varied + q), row.get(base + q)) for q in here if q != p):
-                continue  # a cartesian grid point off this parameter's line through the base
-            others = tuple(canon.loc[index, [c for c in columns if c != flat(Field.PARAMS, p)]])
-            buckets.setdefault((p, others), []).append(index)
+    buckets: dict[tuple[str, tuple[str, ...]], dict[Any, Any]] = {}
+    for index, members in rows[MEMBERSHIPS].items():
+        for m in members:
+            varied, base = m["varied"], m["base"]
+            for p in varied:
+                if not all(_same(varied[q], base.get(q)) for q in varied if q != p):
+                    continue  # a cartesian grid point off this parameter's line through the base
+                others = tuple(canon.loc[index, [c for c in columns if c != flat(Field.PARAMS, p)]])
+                buckets.setdefault((p, others), {})[index] = base.get(p)
     found = []
-    for (p, _), indices in buckets.items():
-        sweep = rows.loc[indices].copy()
+    for (p, _), points in buckets.items():
+        sweep = rows.loc[list(points)].copy()
         column = flat(Field.PARAMS, p)
         if column not in sweep or sweep[Field.PARAMS_HASH].nunique() < 2:
             continue
-        bases = sweep[base + p] if base + p in sweep else pd.Series(None, index=sweep.index)
-        at_base = [_same(v, b) for v, b in zip(sweep[column], bases, strict=True)]
-        # the rows' own value at the base (a column with gaps holds 150.0 where the base is 150)
-        reference = sweep.loc[at_base, column].iloc[0] if any(at_base) else None
-        at_main = ref_hash is not None and (sweep[Field.PARAMS_HASH].astype(str) == ref_hash).any()
+        main = sweep[Field.PARAMS_HASH].astype(str) == ref_hash
+        at_main = ref_hash is not None and bool(main.any())
+        # the marked point: the main table's where the sweep passes through it, else the base
+        # (the rows' own value: a column with gaps holds 150.0 where the base is 150)
+        marked = main if at_main else [_same(v, points[i]) for i, v in sweep[column].items()]
+        reference = sweep.loc[marked, column].iloc[0] if any(marked) else None
         presets = (
             sorted(set(sweep[Field.PRESET].dropna().astype(str))) if Field.PRESET in sweep else []
         )
@@ -448,6 +487,11 @@ def _ablation(
     method: str, column: str, reference: Any, sweep: pd.DataFrame, fixed_at: str
 ) -> Ablation:
     sweep["value"] = sweep[column]
+    values = sweep["value"]
+    if pd.api.types.is_float_dtype(values) and values.notna().all() and (values % 1 == 0).all():
+        # a count read through a column with gaps (other methods lack it): 20, not 20.0
+        sweep["value"] = values.astype(int)
+        reference = None if reference is None else int(reference)
     if not pd.api.types.is_numeric_dtype(sweep["value"]):
         sweep["value"] = sweep["value"].map(_display_value)
         reference = _display_value(reference)
