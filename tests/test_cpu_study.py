@@ -30,3 +30,14 @@ def test_the_study_script_names_known_groups_only(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "unknown group 'nosuchgroup'" in proc.stderr
+
+
+def test_the_results_readme_links_files_that_are_committed() -> None:
+    """Its links (the study script, the report, the compute figure) name files in the checkout."""
+    import re
+
+    readme = ROOT / "results" / "README.md"
+    links = re.findall(r"\]\(([^)#:]+)\)", readme.read_text(encoding="utf-8"))
+    assert links, "results/README.md links nothing"
+    missing = [link for link in links if not (readme.parent / link).exists()]
+    assert not missing, f"results/README.md links missing files: {missing}"

@@ -302,14 +302,16 @@ def test_a_job_stored_by_a_sweep_and_a_study_is_a_point_of_both(tmp_path):
             {**rec("sweep", k, 0), "varied": {"k": k}, "ablation": {"base": {"k": 4}}}
         )
     study = RunStore(tmp_path / "study")
-    for seed in (0, 1, 2):  # seed 0: the same job as the sweep's k=2, finished later
+    for seed in (0, 1, 2):  # seed 0: the same job as the sweep's k=2, finished earlier
         r = rec("study", 2, seed)
-        study.write_record({**r, "finished_at": f"2026-01-02T00:00:0{seed}"})
+        study.write_record({**r, "finished_at": f"2025-12-31T00:00:0{seed}", "preset": "cpu"})
     for store, run in ((sweep, "sweep"), (study, "study")):
         config = {"methods": ["m"], "sets": {}}
         store.write_manifest({"run_id": run, "config_hash": run, "config": config})
     data = load_run(tmp_path)
     assert len(data.ok) == 4  # k=1, and k=2 for seeds 0, 1, 2
+    shared = data.ok.set_index("job_id").loc["k2-0"]
+    assert shared["run_id"] == "study" and shared["preset"] == "cpu"  # the plain run's copy
     refs = reference_variants(data.ok, data.manifests)
     k2 = data.ok.loc[data.ok["params.k"] == 2, "params_hash"].iloc[0]
     assert refs["m"] == k2 and preset_variants(data.ok, data.manifests)["m"] == {k2}

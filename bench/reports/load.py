@@ -138,9 +138,16 @@ def load_run(path: Path) -> RunData:
         own = _memberships(frame)
         frame[MEMBERSHIPS] = frame[Field.JOB_ID].map(own.groupby(frame[Field.JOB_ID]).agg(list))
     if Field.JOB_ID in frame and Field.FINISHED_AT in frame:
-        # The same job found in two run folders is one measurement, not two seeds.
-        frame = frame.sort_values(Field.FINISHED_AT, kind="stable").drop_duplicates(
-            Field.JOB_ID, keep="last"
+        # The same job found in two run folders is one measurement, not two seeds. The row
+        # shown is a plain run's copy where there is one (its preset and timing: the job is
+        # that run's configuration), else the latest; the ablations it lies on are kept in
+        # MEMBERSHIPS.
+        plain = varied_axis(frame) == ""
+        frame = (
+            frame.assign(_plain=plain)
+            .sort_values(["_plain", Field.FINISHED_AT], kind="stable")
+            .drop_duplicates(Field.JOB_ID, keep="last")
+            .drop(columns="_plain")
         )
     elif Field.JOB_ID in frame:
         frame = frame.drop_duplicates(Field.JOB_ID, keep="last")
