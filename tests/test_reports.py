@@ -606,6 +606,13 @@ def test_quality_against_compute_points_and_figures(tmp_path):
             assert np.asarray(im.convert("L")).std() > 5
 
 
+def test_no_two_of_many_methods_look_alike():
+    from bench.reports import charts
+
+    looks = charts.styles([f"m{i}" for i in range(20)]).values()
+    assert len({(s["color"], s["marker"]) for s in looks}) == 20
+
+
 def test_compute_lines_carry_the_tables_weights_marks(tmp_path):
     """A random-init or substitute-backbone method is named as the tables name it (†, §), and
     a panel without points (pixel AUROC where no dataset has masks) says so."""

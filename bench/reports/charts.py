@@ -55,11 +55,12 @@ MIN_SECONDS = 1e-3  # fit times below 1 ms are drawn at 1 ms so a log axis can s
 
 
 def styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """A fixed colour + marker + line style per name, in the given order."""
+    """A fixed colour + marker + line style per name, in the given order; past the palette's
+    eight colours the markers shift by one, so no two of the first 64 names look alike."""
     return {
         name: {
             "color": PALETTE[i % len(PALETTE)],
-            "marker": MARKERS[i % len(MARKERS)],
+            "marker": MARKERS[(i + i // len(PALETTE)) % len(MARKERS)],
             "linestyle": LINESTYLES[i % len(LINESTYLES)],
         }
         for i, name in enumerate(names)
