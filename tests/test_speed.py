@@ -189,19 +189,26 @@ def test_speed_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_pat
     assert not any(tmp_path.iterdir())  # refused before any run folder was made
 
 
+def _one_speed_job(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, method: str, run_id: str, *flags: str
+) -> dict:
+    """`bench speed` of one method on the synthetic set, 1 thread, no warm-up: its one record."""
+    args = ["speed", "--methods", method, "--datasets", "synthetic", "--device", "cpu"]
+    args += ["--threads", "1", "--warmup", "0", *flags]
+    args += ["--results-dir", str(tmp_path), "--run-id", run_id]
+    code, _, err = bench(args, capsys)
+    assert code == 0, err
+    (path,) = (tmp_path / run_id).glob("jobs/*.json")
+    return json.loads(path.read_text())
+
+
 def test_batches_over_the_budget_are_skipped_and_say_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], meandiff: str
 ) -> None:
     # A budget no call can meet: every batch after batch 1 is estimated over it and skipped,
     # whatever the machine's speed (batch 1, the latency, is always measured).
-    args = ["speed", "--methods", meandiff, "--datasets", "synthetic", "--device", "cpu"]
-    args += ["--threads", "1", "--repeats", "2", "--warmup", "0", "--batches", "4,auto"]
-    args += ["--budget-s", "1e-9", "--eval-images", "12"]
-    args += ["--results-dir", str(tmp_path), "--run-id", "tight"]
-    code, _, err = bench(args, capsys)
-    assert code == 0, err
-    (path,) = (tmp_path / "tight").glob("jobs/*.json")
-    batches = json.loads(path.read_text())["speed"]["batches"]
+    flags = ["--repeats", "2", "--batches", "4,auto", "--budget-s", "1e-9", "--eval-images", "12"]
+    batches = _one_speed_job(capsys, tmp_path, meandiff, "tight", *flags)["speed"]["batches"]
     assert batches[0]["batch"] == 1 and "median_ms" in batches[0]
     assert [b["batch"] for b in batches[1:]] == [4, 12]
     assert all("over --budget-s" in b["skipped"] for b in batches[1:])
@@ -212,14 +219,17 @@ def test_no_calibration_hold_out_scores_the_methods_own_decision(
 ) -> None:
     """`--calibration-fraction 0` (its help: 0 = none) was refused by the calibrated rule: with
     no hold-out every training image fits and F1 is the method's own decision, on record."""
-    args = ["speed", "--methods", meandiff, "--datasets", "synthetic", "--device", "cpu"]
-    args += ["--threads", "1", "--repeats", "1", "--warmup", "0", "--batches", "1"]
-    args += ["--calibration-fraction", "0", "--eval-images", "4"]
-    args += ["--results-dir", str(tmp_path), "--run-id", "own"]
-    code, _, err = bench(args, capsys)
-    assert code == 0, err
-    (path,) = (tmp_path / "own").glob("jobs/*.json")
-    rec = json.loads(path.read_text())
+    flags = [
+        "--repeats",
+        "1",
+        "--batches",
+        "1",
+        "--calibration-fraction",
+        "0",
+        "--eval-images",
+        "4",
+    ]
+    rec = _one_speed_job(capsys, tmp_path, meandiff, "own", *flags)
     assert rec["status"] == "ok" and rec["threshold_rule"] == "own"
     assert rec["n_calibration"] == 0 and rec["n_fit"] == 60
 

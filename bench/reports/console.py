@@ -41,7 +41,7 @@ from bench.store.schema import (
     Status,
     Timing,
 )
-from bench.util.formatting import UNDEFINED, decimals_for, fixed, undefined
+from bench.util.formatting import UNDEFINED, decimals_for, fixed, grid_text, undefined
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -224,13 +224,8 @@ def variant_text(record: Mapping[str, Any]) -> str:
     of an ablation (``train_steps=500, t=1``), a speed variant's name; "" for neither."""
     varied = record.get(Field.VARIED) or {}
     if varied:
-        return ", ".join(f"{k}={_grid_value(v)}" for k, v in varied.items())
+        return ", ".join(f"{k}={grid_text(v)}" for k, v in varied.items())
     return str(record.get(Field.VARIANT) or "")
-
-
-def _grid_value(value: Any) -> str:
-    # lists are tuples in JSON (block_out_channels): written as the --grid flag takes them
-    return "(" + ",".join(map(str, value)) + ")" if isinstance(value, list) else str(value)
 
 
 def summary_table(records: Sequence[Mapping[str, Any]]) -> Table:

@@ -137,20 +137,19 @@ def load_run(path: Path) -> RunData:
         )
         own = _memberships(frame)
         frame[MEMBERSHIPS] = frame[Field.JOB_ID].map(own.groupby(frame[Field.JOB_ID]).agg(list))
-    if Field.JOB_ID in frame and Field.FINISHED_AT in frame:
-        # The same job found in two run folders is one measurement, not two seeds. The row
-        # shown is a plain run's copy where there is one (its preset and timing: the job is
-        # that run's configuration), else the latest; the ablations it lies on are kept in
-        # MEMBERSHIPS.
-        plain = varied_axis(frame) == ""
-        frame = (
-            frame.assign(_plain=plain)
-            .sort_values(["_plain", Field.FINISHED_AT], kind="stable")
-            .drop_duplicates(Field.JOB_ID, keep="last")
-            .drop(columns="_plain")
-        )
-    elif Field.JOB_ID in frame:
-        frame = frame.drop_duplicates(Field.JOB_ID, keep="last")
+        if Field.FINISHED_AT in frame:
+            # The same job found in two run folders is one measurement, not two seeds. The row
+            # shown is a plain run's copy where there is one (its preset and timing: the job is
+            # that run's configuration), else the latest; the ablations it lies on are kept in
+            # MEMBERSHIPS.
+            frame = (
+                frame.assign(_plain=axis == "")
+                .sort_values(["_plain", Field.FINISHED_AT], kind="stable")
+                .drop_duplicates(Field.JOB_ID, keep="last")
+                .drop(columns="_plain")
+            )
+        else:
+            frame = frame.drop_duplicates(Field.JOB_ID, keep="last")
     for column in (Field.METHOD, Field.DATASET):
         if column not in frame:
             raise DataError(f"{path}: records lack the {column!r} field; not a bench results file")
@@ -307,40 +306,21 @@ def _ranked_variants(
     )
     for method, rows in ok.groupby(Field.METHOD, sort=False):
         hashes = rows[Field.PARAMS_HASH].astype(str)
-        run_ids = (
-            rows[Field.RUN_ID].astype(str) if Field.RUN_ID in rows else pd.Series("", rows.index)
+        # a job lies at a preset when any run it was found in set nothing for the method and
+        # ran it there as is (a plain run) or as its ablation's base grid point
+        members = (
+            rows[MEMBERSHIPS] if MEMBERSHIPS in rows else _memberships(rows).map(lambda m: [m])
         )
-        if MEMBERSHIPS in rows:
-            at_preset = [
-                any((m["run"], str(method)) in untouched_runs and _at_base(m) for m in members)
-                for members in rows[MEMBERSHIPS]
-            ]
-        else:
-            at_base = _at_ablation_base(rows)
-            at_preset = [
-                (r, str(method)) in untouched_runs and b
-                for r, b in zip(run_ids, at_base, strict=True)
-            ]
+        at_preset = [
+            any((m["run"], str(method)) in untouched_runs and _at_base(m) for m in ms)
+            for ms in members
+        ]
         stats = pd.DataFrame({"hash": hashes, "order": order.loc[rows.index], "preset": at_preset})
         stats = stats.groupby("hash").agg(
             preset=("preset", "any"), count=("order", "size"), first=("order", "min")
         )
         ranked = stats.sort_values(["preset", "count", "first"], ascending=[False, False, True])
         out[str(method)] = ranked
-    return out
-
-
-def _at_ablation_base(rows: pd.DataFrame) -> list[bool]:
-    """Per record: True outside an ablation, and for the grid point at the ablation's base
-    (every varied parameter at its preset value); the other grid points are variants even
-    in a run that set nothing."""
-    varied = flat(Field.VARIED, "")
-    base = flat(Field.ABLATION, AblationInfo.BASE, "")
-    params = [c.removeprefix(varied) for c in rows.columns if c.startswith(varied)]
-    out = []
-    for _, row in rows.iterrows():
-        here = [p for p in params if _given(row.get(varied + p))]
-        out.append(all(_same(row.get(varied + p), row.get(base + p)) for p in here))
     return out
 
 

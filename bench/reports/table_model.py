@@ -138,9 +138,11 @@ class Table:
 
 def _flag_notes(frame: pd.DataFrame) -> list[Note]:
     """Flags shared by every row become a plain note (e.g. all runs used the quick preset)."""
-    return [
-        Note("", f"All runs flagged {flag}.") for flag in sorted(_common_flags(flags_of(frame)))
-    ]
+    return _common_notes(_common_flags(flags_of(frame)))
+
+
+def _common_notes(common: set[str]) -> list[Note]:
+    return [Note("", f"All runs flagged {flag}.") for flag in sorted(common)]
 
 
 def _common_flags(flags: pd.Series) -> set[str]:
@@ -162,7 +164,7 @@ def mark_flags(table: Table, rows: pd.DataFrame, key: str = Field.METHOD) -> Non
     flags."""
     flags = flags_of(rows)
     common = _common_flags(flags)
-    table.notes.extend(Note("", f"All runs flagged {flag}.") for flag in sorted(common))
+    table.notes.extend(_common_notes(common))
     own: dict[str, set[str]] = {str(r): set() for r in table.mean.index}
     for row, row_flags in zip(rows[key].astype(str), flags, strict=True):
         if row in own:

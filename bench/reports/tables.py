@@ -49,6 +49,7 @@ from bench.reports.table_model import (
     substitute_note,
 )
 from bench.store.schema import Field, Timing, flat
+from bench.util.formatting import grid_text
 
 #: The paper's table columns, in order: (record metric key, column header).
 MAIN_METRICS: tuple[tuple[str, str], ...] = (
@@ -199,7 +200,7 @@ def variants_table(
     prefix = flat(Field.PARAMS, "")
 
     def label(row: pd.Series) -> str:
-        values = ", ".join(f"{c.removeprefix(prefix)}={_value_text(row[c])}" for c in differ)
+        values = ", ".join(f"{c.removeprefix(prefix)}={grid_text(row[c])}" for c in differ)
         return f"{method} [{values}]"
 
     rows[Field.METHOD] = rows.apply(label, axis=1)
@@ -216,12 +217,6 @@ def variants_table(
     if significance:
         mark_significance(table, data, rows)
     return table
-
-
-def _value_text(value: object) -> str:
-    if isinstance(value, list | tuple):
-        return "(" + ",".join(map(str, value)) + ")"
-    return str(value)
 
 
 def _bootstrap_intervals(table: Table, rows: pd.DataFrame) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: The cell of a number that is undefined or absent.
 UNDEFINED = "--"
@@ -114,3 +115,10 @@ def slowdown(factor: float | None) -> str:
     if factor is None:
         return UNDEFINED
     return f"{factor:.2f}x slower" if factor >= 1 else f"{1 / factor:.2f}x faster"
+
+
+def grid_text(value: Any) -> str:
+    """A parameter value as ``--grid`` takes it: lists (tuples in JSON) as ``(16,32,32)``."""
+    if isinstance(value, list | tuple):
+        return "(" + ",".join(map(str, value)) + ")"
+    return str(value)
