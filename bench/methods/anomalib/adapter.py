@@ -138,7 +138,8 @@ CPU_MODEL: dict[str, dict[str, object]] = {
     "Fastflow": {**QUICK, "max_epochs": 4},
     # DRAEM's two networks cost 99 GFLOP an image at 128 px: one epoch over 720 images took
     # 92 min on one shared core (peak RSS 12.5 GB, draem-mtd-epochs), nine times the budget; at
-    # 64 px a quarter of that (draem-mtd-size). Still far from trained: the budget decides.
+    # 64 px 14 min (peak 5.5 GB, draem-mtd-size). Both at chance (0.546, 0.496): the budget
+    # decides.
     "Draem": {**QUICK, "image_size": 64, "max_epochs": 1},
 }
 
