@@ -320,6 +320,42 @@ def test_a_job_stored_by_a_sweep_and_a_study_is_a_point_of_both(tmp_path):
     assert sweep_k.fixed_at == "its main-table setting" and sweep_k.reference == 2
 
 
+def test_a_sweeps_base_point_computed_by_another_run_is_on_its_line(tmp_path):
+    """`bench ablate --grid size=64` around a base of 128 runs only the 64 point; the 128 point
+    an earlier run computed (same parameters) is the sweep's base, marked; a job that differs
+    in another parameter as well is not."""
+
+    def rec(run, size, epochs, f1, **extra):
+        params = {"size": size, "epochs": epochs}
+        return {
+            **_rec(f"{run}-{size}-{epochs}", "m", 0, {"f1": f1}, params=params, run=run),
+            **extra,
+        }
+
+    size = RunStore(tmp_path / "size")
+    size.write_record(
+        rec("size", 64, 1, 0.4, varied={"size": 64}, ablation={"base": {"size": 128}})
+    )
+    epochs = RunStore(tmp_path / "epochs")
+    epochs.write_record(
+        rec("epochs", 128, 1, 0.5, varied={"epochs": 1}, ablation={"base": {"epochs": 2}})
+    )
+    plain = RunStore(tmp_path / "plain")
+    plain.write_record(rec("plain", 128, 4, 0.6))  # 128 px but 4 epochs: not the size sweep's base
+    for store, run in ((size, "size"), (epochs, "epochs"), (plain, "plain")):
+        config = {"methods": ["m"], "sets": {}}
+        store.write_manifest({"run_id": run, "config_hash": run, "config": config})
+    data = load_run(tmp_path)
+    found = {a.param: a for a in ablations(data.ok, reference_variants(data.ok, data.manifests))}
+    by_size = found["size"]
+    assert sorted(by_size.rows["value"]) == [64, 128] and by_size.reference == 128
+    assert dict(zip(by_size.rows["value"], by_size.rows["metrics.f1"], strict=True)) == {
+        64: 0.4,
+        128: 0.5,
+    }
+    assert ablation_table(by_size).row_markers == {"128": [REFERENCE]}
+
+
 # ---------------------------------------------------------------- run-time side
 
 

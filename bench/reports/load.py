@@ -427,9 +427,10 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
                 others = tuple(canon.loc[index, [c for c in columns if c != flat(Field.PARAMS, p)]])
                 buckets.setdefault((p, others), {})[index] = base.get(p)
     found = []
-    for (p, _), points in buckets.items():
-        sweep = rows.loc[list(points)].copy()
+    for (p, others), points in buckets.items():
         column = flat(Field.PARAMS, p)
+        _add_base_points(rows, canon, column, others, points)
+        sweep = rows.loc[list(points)].copy()
         if column not in sweep or sweep[Field.PARAMS_HASH].nunique() < 2:
             continue
         main = sweep[Field.PARAMS_HASH].astype(str) == ref_hash
@@ -448,6 +449,31 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
         )
         found.append(_ablation(method, column, reference, sweep, fixed_at))
     return sorted(found, key=lambda a: (a.fixed_at != MAIN_TABLE_SETTING, a.param))
+
+
+def _add_base_points(
+    rows: pd.DataFrame,
+    canon: pd.DataFrame,
+    column: str,
+    others: tuple[str, ...],
+    points: dict[Any, Any],
+) -> None:
+    """The sweep's base point where another run computed it: `bench ablate` runs only its grid,
+    so a sweep whose base is not a grid value (DRAEM at 64 px around the 128-px epoch of an
+    earlier sweep) would otherwise lose the point it is read against."""
+    if column not in rows:
+        return
+    rest = [c for c in canon.columns if c != column]
+    same_rest = (
+        canon[rest].apply(lambda row: tuple(row) == others, axis=1).astype(bool)
+        if rest
+        else pd.Series(True, index=rows.index)
+    )
+    for base in {canonical(b) for b in points.values() if b is not None}:
+        value = json.loads(base)
+        for index in rows.index[same_rest]:
+            if index not in points and _same(rows.at[index, column], value):
+                points[index] = value
 
 
 def _inferred_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
