@@ -342,6 +342,8 @@ def test_a_sweeps_base_point_computed_by_another_run_is_on_its_line(tmp_path):
     )
     plain = RunStore(tmp_path / "plain")
     plain.write_record(rec("plain", 128, 4, 0.6))  # 128 px but 4 epochs: not the size sweep's base
+    other = _rec("other-128-1", "m", 1, {"f1": 0.9}, params={"size": 128, "epochs": 1}, run="plain")
+    plain.write_record(other)  # the base, but a seed the sweep did not run: not like for like
     for store, run in ((size, "size"), (epochs, "epochs"), (plain, "plain")):
         config = {"methods": ["m"], "sets": {}}
         store.write_manifest({"run_id": run, "config_hash": run, "config": config})

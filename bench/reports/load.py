@@ -460,9 +460,12 @@ def _add_base_points(
 ) -> None:
     """The sweep's base point where another run computed it: `bench ablate` runs only its grid,
     so a sweep whose base is not a grid value (DRAEM at 64 px around the 128-px epoch of an
-    earlier sweep) would otherwise lose the point it is read against."""
+    earlier sweep) would otherwise lose the point it is read against. Only on the datasets and
+    seeds the sweep ran, so that its rows stay like for like."""
     if column not in rows:
         return
+    key = [Field.DATASET, Field.SEED]
+    ran = set(rows.loc[list(points), key].itertuples(index=False, name=None))
     rest = [c for c in canon.columns if c != column]
     same_rest = (
         canon[rest].apply(lambda row: tuple(row) == others, axis=1).astype(bool)
@@ -472,7 +475,11 @@ def _add_base_points(
     for base in {canonical(b) for b in points.values() if b is not None}:
         value = json.loads(base)
         for index in rows.index[same_rest]:
-            if index not in points and _same(rows.at[index, column], value):
+            if (
+                index not in points
+                and tuple(rows.loc[index, key]) in ran
+                and _same(rows.at[index, column], value)
+            ):
                 points[index] = value
 
 
