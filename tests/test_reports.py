@@ -651,6 +651,27 @@ def test_no_two_of_many_methods_look_alike():
     assert len({(s["color"], s["marker"]) for s in looks}) == 20
 
 
+def test_a_methods_weight_variants_share_its_colour_and_methods_do_not():
+    """The study's nine method names (PatchCore and PaDiM on two backbones each) are seven
+    methods: RADAR must not wrap around the eight colours onto another method's."""
+    from bench.reports import charts
+
+    names = [
+        "ddpm_recon", "diffusionad", "draem", "fastflow",
+        "padim (efficientnet_lite0 (ImageNet))", "padim (random init)",
+        "patchcore (efficientnet_lite0 (ImageNet))", "patchcore (random init)", "radar",
+    ]  # fmt: skip
+    looks = charts.method_styles(names)
+    bases = {n.split(" (")[0] for n in names}
+    assert len({looks[n]["color"] for n in names}) == len(bases) == 7
+    assert (
+        looks["padim (random init)"]["color"]
+        == looks["padim (efficientnet_lite0 (ImageNet))"]["color"]
+    )
+    assert len({(s["color"], s["marker"], s["linestyle"]) for s in looks.values()}) == 9
+    assert looks["radar"]["color"] != looks["ddpm_recon"]["color"]  # with styles() they clash
+
+
 def test_compute_lines_carry_the_tables_weights_marks(tmp_path):
     """A random-init or substitute-backbone method is named as the tables name it (†, §), and
     a panel without points (pixel AUROC where no dataset has masks) says so."""

@@ -67,6 +67,20 @@ def styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
     }
 
 
+def method_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """:func:`styles` for figures whose lines carry their marker and line style: a method's
+    weight variants (``patchcore (random init)``, ``patchcore (efficientnet_lite0 (ImageNet))``,
+    :func:`bench.reports.load.method_rows`) share the method's colour and differ in marker and
+    line style, so that up to eight methods never share a colour however many variants run."""
+    own = styles(names)
+    colour = styles(list(dict.fromkeys(_base_method(n) for n in names)))
+    return {n: {**own[n], "color": colour[_base_method(n)]["color"]} for n in names}
+
+
+def _base_method(name: str) -> str:
+    return name.split(" (", 1)[0]
+
+
 def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -290,7 +304,6 @@ def compute_figure(
         d for d in datasets if any((p[Field.DATASET] == d).any() for p in all_points.values())
     ]
     methods = list(dict.fromkeys(m for p in all_points.values() for m in p[Field.METHOD]))
-    look = styles(methods)
     # a method's sweeps share its colour; each axis gets its own marker and line style
     lines = list(
         dict.fromkeys(
@@ -299,6 +312,10 @@ def compute_figure(
             for m, a in zip(p[Field.METHOD], p["axis"], strict=True)
         )
     )
+    # weight variants share the method's colour too, unless two of them sweep the same axis
+    # (their lines would then look alike)
+    swept = [(_base_method(m), a) for m, a in lines if a]
+    look = (method_styles if len(swept) == len(set(swept)) else styles)(methods)
     shapes = styles(list(dict.fromkeys(a for _, a in lines)))
     line_look = {
         (m, a): {**look[m], **({k: shapes[a][k] for k in ("marker", "linestyle")} if a else {})}
@@ -478,7 +495,7 @@ def roc_figure(scores: pd.DataFrame, title: str = "") -> Figure:
     """Image-level ROC per method on one dataset: mean over seeds with a +- std band.
     ``scores``: ``method, seed, label, score`` (one row per test image and job)."""
     methods = list(dict.fromkeys(scores[Field.METHOD]))
-    look = styles(methods)
+    look = method_styles(methods)
     with mpl.rc_context(STYLE):
         fig = _figure(COLUMN_WIDTH_IN, 3.0)
         ax = fig.add_subplot()
