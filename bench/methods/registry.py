@@ -211,7 +211,10 @@ def coerce(raw: object, tp: Any, where: str) -> object:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if type(None) in args and text.lower() in ("none", "null", ""):
+        # "" is a value of an optional string (DRAEM's dtd_dir: no anomaly-source folder), so
+        # that a record's params build the same job again; elsewhere it means None
+        nulls = ("none", "null") if str in args else ("none", "null", "")
+        if type(None) in args and text.lower() in nulls:
             return None
         for arg in args:
             if arg is type(None):
