@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bench.reports.load import AXES, random_init_methods, substituted_backbones
+from bench.reports.load import AXES, base_method, random_init_methods, substituted_backbones
 from bench.store.schema import Field, FitInfo, Timing, flat
 from bench.util.formatting import general, spread
 
@@ -73,12 +73,8 @@ def method_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
     :func:`bench.reports.load.method_rows`) share the method's colour and differ in marker and
     line style, so that up to eight methods never share a colour however many variants run."""
     own = styles(names)
-    colour = styles(list(dict.fromkeys(_base_method(n) for n in names)))
-    return {n: {**own[n], "color": colour[_base_method(n)]["color"]} for n in names}
-
-
-def _base_method(name: str) -> str:
-    return name.split(" (", 1)[0]
+    colour = styles(list(dict.fromkeys(base_method(n) for n in names)))
+    return {n: {**own[n], "color": colour[base_method(n)]["color"]} for n in names}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -314,7 +310,7 @@ def compute_figure(
     )
     # weight variants share the method's colour too, unless two of them sweep the same axis
     # (their lines would then look alike)
-    swept = [(_base_method(m), a) for m, a in lines if a]
+    swept = [(base_method(m), a) for m, a in lines if a]
     look = (method_styles if len(swept) == len(set(swept)) else styles)(methods)
     shapes = styles(list(dict.fromkeys(a for _, a in lines)))
     line_look = {

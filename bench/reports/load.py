@@ -224,6 +224,12 @@ def method_rows(frame: pd.DataFrame) -> pd.Series:
     return methods.where(~several | (kinds == ""), named)
 
 
+def base_method(row_name: str) -> str:
+    """The method of a :func:`method_rows` name: ``patchcore`` of ``patchcore (random init)``
+    (registry names hold no space)."""
+    return row_name.split(" (", 1)[0]
+
+
 def flags_of(frame: pd.DataFrame) -> pd.Series:
     """Each record's flags as a list of strings (empty where there are none)."""
     if Field.FLAGS not in frame:
@@ -415,8 +421,15 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
     runs lies on both) is a sweep of the jobs that share every other parameter."""
     if rows.empty:
         return []
-    columns = param_columns(rows)
-    canon = rows[columns].map(canonical)
+    canon = rows[param_columns(rows)].map(canonical)
+    others_of: dict[str, pd.Series] = {}  # param -> per row, every other parameter's value
+
+    def others(p: str) -> pd.Series:
+        if p not in others_of:
+            rest = canon.drop(columns=flat(Field.PARAMS, p), errors="ignore")
+            others_of[p] = pd.Series(list(rest.itertuples(index=False, name=None)), rows.index)
+        return others_of[p]
+
     buckets: dict[tuple[str, tuple[str, ...]], dict[Any, Any]] = {}
     for index, members in rows[MEMBERSHIPS].items():
         for m in members:
@@ -424,12 +437,11 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
             for p in varied:
                 if not all(_same(varied[q], base.get(q)) for q in varied if q != p):
                     continue  # a cartesian grid point off this parameter's line through the base
-                others = tuple(canon.loc[index, [c for c in columns if c != flat(Field.PARAMS, p)]])
-                buckets.setdefault((p, others), {})[index] = base.get(p)
+                buckets.setdefault((p, others(p)[index]), {})[index] = base.get(p)
     found = []
-    for (p, others), points in buckets.items():
+    for (p, line), points in buckets.items():
         column = flat(Field.PARAMS, p)
-        _add_base_points(rows, canon, column, others, points)
+        _add_base_points(rows, others(p).map(line.__eq__), column, points)
         sweep = rows.loc[list(points)].copy()
         if column not in sweep or sweep[Field.PARAMS_HASH].nunique() < 2:
             continue
@@ -452,35 +464,24 @@ def _recorded_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> l
 
 
 def _add_base_points(
-    rows: pd.DataFrame,
-    canon: pd.DataFrame,
-    column: str,
-    others: tuple[str, ...],
-    points: dict[Any, Any],
+    rows: pd.DataFrame, on_line: pd.Series, column: str, points: dict[Any, Any]
 ) -> None:
     """The sweep's base point where another run computed it: `bench ablate` runs only its grid,
     so a sweep whose base is not a grid value (DRAEM at 64 px around the 128-px epoch of an
-    earlier sweep) would otherwise lose the point it is read against. Only on the datasets and
-    seeds the sweep ran, so that its rows stay like for like."""
+    earlier sweep) would otherwise lose the point it is read against. ``on_line``: the rows
+    with every other parameter at the sweep's. Only on the datasets and seeds the sweep ran,
+    so that its rows stay like for like."""
     if column not in rows:
         return
     key = [Field.DATASET, Field.SEED]
     ran = set(rows.loc[list(points), key].itertuples(index=False, name=None))
-    rest = [c for c in canon.columns if c != column]
-    same_rest = (
-        canon[rest].apply(lambda row: tuple(row) == others, axis=1).astype(bool)
-        if rest
-        else pd.Series(True, index=rows.index)
-    )
-    for base in {canonical(b) for b in points.values() if b is not None}:
-        value = json.loads(base)
-        for index in rows.index[same_rest]:
-            if (
-                index not in points
-                and tuple(rows.loc[index, key]) in ran
-                and _same(rows.at[index, column], value)
-            ):
-                points[index] = value
+    bases = [b for b in points.values() if b is not None]
+    for index in rows.index[on_line.to_numpy(bool)]:
+        if index in points or tuple(rows.loc[index, key]) not in ran:
+            continue
+        base = next((b for b in bases if _same(rows.at[index, column], b)), None)
+        if base is not None:
+            points[index] = base
 
 
 def _inferred_sweeps(method: str, rows: pd.DataFrame, ref_hash: str | None) -> list[Ablation]:
